@@ -1,0 +1,40 @@
+# Two commands for a fresh Debian machine (root, no GPU):
+#   make demo   set everything up, then build the demo voice end to end
+#   make test   set everything up, then run the tests
+# Both are idempotent: set-up steps are skipped when their stamp files are newer than their inputs.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+VT := $(VENV)/bin/voicetrain
+DEMO ?= demo
+DEMO_MINUTES ?= 5
+
+.PHONY: setup demo test clean-demo
+setup: $(VENV)/.installed
+
+.apt-installed:
+	@if ! command -v espeak-ng >/dev/null || ! command -v flite >/dev/null || ! command -v sox >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng flite sox ffmpeg >/dev/null; fi
+	@touch $@
+
+$(VENV)/.installed: pyproject.toml constraints.txt .apt-installed
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade "pip>=24" 
+	$(PY) -m pip install -q -c constraints.txt torch==2.13.0
+	$(PY) -m pip install -q -c constraints.txt -e ".[eval,vad,dev]"
+	$(PY) -m pip install -q --no-deps resemblyzer==0.1.4
+	@touch $@
+
+demo: setup
+	$(VT) demo-data $(DEMO)/corpus --utterances 300
+	$(VT) prepare $(DEMO)/corpus --out $(DEMO)/dataset
+	$(VT) check $(DEMO)/dataset
+	$(VT) train $(DEMO)/dataset --out $(DEMO)/run --max-minutes $(DEMO_MINUTES)
+	$(VT) synth $(DEMO)/run --text "The birch canoe slid on the smooth planks." --out $(DEMO)/hello.wav
+	@echo "Demo voice: $(DEMO)/hello.wav  loss plot: $(DEMO)/run/loss.png  TensorBoard: $(DEMO)/run/tb"
+
+test: setup
+	$(VENV)/bin/pytest -q
+
+clean-demo:
+	rm -rf $(DEMO)

@@ -1,0 +1,1 @@
+"""Audio I/O, features and silence trimming: pure functions and buffer-only modules."""

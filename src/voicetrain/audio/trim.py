@@ -1,0 +1,42 @@
+"""Leading/trailing silence trimming: energy-based (default) or silero-vad."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def trim_energy(audio: np.ndarray, sr: int, top_db: float = 40.0, pad_seconds: float = 0.05) -> np.ndarray:
+    """Cut leading and trailing audio quieter than ``top_db`` below the peak, keeping a short pad."""
+    import librosa
+
+    if audio.size == 0:
+        return audio
+    _, (start, end) = librosa.effects.trim(audio, top_db=top_db, frame_length=1024, hop_length=256)
+    pad = int(pad_seconds * sr)
+    return audio[max(0, start - pad): min(len(audio), end + pad)]
+
+
+def trim_silero(audio: np.ndarray, sr: int, pad_seconds: float = 0.05) -> np.ndarray:
+    """Trim with silero-vad's speech timestamps (model shipped in its PyPI package).
+
+    ``import silero_vad`` sets torch's thread count to 1 for the whole process;
+    the previous count is restored here.
+    """
+    import soxr
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        from silero_vad import get_speech_timestamps, load_silero_vad
+    finally:
+        torch.set_num_threads(threads)
+    model = load_silero_vad()
+    x16 = soxr.resample(audio, sr, 16000).astype(np.float32)
+    stamps = get_speech_timestamps(torch.from_numpy(x16), model, sampling_rate=16000)
+    if not stamps:
+        return audio[:0]
+    scale = sr / 16000
+    pad = int(pad_seconds * sr)
+    start = max(0, int(stamps[0]["start"] * scale) - pad)
+    end = min(len(audio), int(stamps[-1]["end"] * scale) + pad)
+    return audio[start:end]

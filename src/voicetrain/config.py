@@ -1,0 +1,213 @@
+"""Typed configuration shared by every stage, with strict YAML load/save.
+
+Every value has one home: sample rate, hop length and mel settings live in
+:class:`AudioConfig` only; other configs reference it rather than copy it.
+Unknown keys in a YAML file are an error (a typo must not silently fall back
+to a default), and every saved file carries ``schema_version`` so that old
+runs keep loading after an upgrade.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+SCHEMA_VERSION = 1
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A configuration file or value is invalid; the message names the field."""
+
+
+@dataclass(frozen=True)
+class AudioConfig:
+    """Signal settings shared by data preparation, training and synthesis."""
+
+    sample_rate: int = 22050
+    """Hz. All audio is resampled to this rate by ``prepare``."""
+    n_fft: int = 1024
+    win_length: int = 1024
+    hop_length: int = 256
+    """Samples between frames: 256 at 22050 Hz is 11.6 ms, 86 frames per second."""
+    n_mels: int = 80
+    f_min: float = 0.0
+    f_max: float = 8000.0
+    """Speech has little energy above 8 kHz; limiting the filterbank keeps bins useful."""
+    f0_min: float = 60.0
+    f0_max: float = 500.0
+
+    @property
+    def frames_per_second(self) -> float:
+        return self.sample_rate / self.hop_length
+
+
+@dataclass(frozen=True)
+class TextConfig:
+    language: str = "en-us"
+    """espeak-ng language code used by phonemizer."""
+    phonemizer: str = "espeak"
+    """'espeak' (IPA through phonemizer) or 'chars' (lower-cased letters, no espeak needed)."""
+
+
+@dataclass(frozen=True)
+class QCConfig:
+    """Thresholds of the per-utterance quality checks run by ``prepare``."""
+
+    min_seconds: float = 0.5
+    max_seconds: float = 15.0
+    clip_fraction: float = 0.001
+    """An utterance with more than this fraction of samples at full scale is clipped."""
+    min_snr_db: float = 15.0
+    silence_dbfs: float = -55.0
+    """RMS below this (dBFS) over the whole file counts as silence only."""
+    rate_outlier_factor: float = 1.8
+    """Phonemes/s further than this factor from the speaker's median flags a mismatched transcript."""
+    target_lufs: float = -23.0
+    trim_top_db: float = 40.0
+    vad: str = "energy"
+    """'energy' (librosa trim) or 'silero' (silero-vad model from its PyPI package)."""
+
+
+def _is_dataclass_type(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "") -> T:
+    """Build dataclass ``cls`` from a plain dict, recursively and strictly."""
+    data = dict(data or {})
+    data.pop("schema_version", None)
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(
+            f"unknown key(s) {', '.join(repr(u) for u in unknown)} in {where or cls.__name__}; "
+            f"valid keys: {', '.join(sorted(names))}"
+        )
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        tp = hints[name]
+        path = f"{where}.{name}" if where else name
+        if _is_dataclass_type(tp):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{path} must be a mapping, got {value!r}")
+            kwargs[name] = from_dict(tp, value, path)
+            continue
+        kwargs[name] = _coerce(value, tp, path)
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, tp: Any, path: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is typing.Union or (origin is not None and str(origin) == "<class 'types.UnionType'>"):
+        if value is None and type(None) in args:
+            return None
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, path)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{path}: {value!r} does not match {tp}")
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{path} must be a list, got {value!r}")
+        inner = args[0] if args else Any
+        items = [_coerce(v, inner, path) for v in value]
+        return tuple(items) if origin is tuple else items
+    if tp is Any:
+        return value
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if tp is bool and isinstance(value, bool):
+        return value
+    if tp is str and isinstance(value, str):
+        return value
+    if tp in (int, float, bool, str):
+        raise ConfigError(f"{path} must be {tp.__name__}, got {value!r}")
+    return value
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    d = dataclasses.asdict(obj)
+    return _plain(d)
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    return v
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def save_yaml(obj: Any, path: str | os.PathLike) -> None:
+    data = {"schema_version": SCHEMA_VERSION, **to_dict(obj)}
+    atomic_write_text(path, yaml.safe_dump(data, sort_keys=False))
+
+
+def load_yaml(cls: type[T], path: str | os.PathLike) -> T:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path} is not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping at top level")
+    version = data.get("schema_version", SCHEMA_VERSION)
+    if version > SCHEMA_VERSION:
+        raise ConfigError(
+            f"{path} has schema_version {version}, newer than this voicetrain ({SCHEMA_VERSION}); upgrade voicetrain"
+        )
+    return from_dict(cls, data, where=str(path))
+
+
+__all__ = [
+    "AudioConfig",
+    "TextConfig",
+    "QCConfig",
+    "ConfigError",
+    "from_dict",
+    "to_dict",
+    "save_yaml",
+    "load_yaml",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "field",
+]

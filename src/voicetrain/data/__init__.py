@@ -1,0 +1,1 @@
+"""Data: corpus formats, preparation and QC, the feature cache and the training data loader."""

@@ -1,0 +1,68 @@
+"""Text -> symbol ids; the one code path used by data preparation, training and synthesis."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from voicetrain.config import TextConfig
+from voicetrain.text.normalize import normalize_text
+from voicetrain.text.phonemize import Phonemizer
+from voicetrain.text.symbols import PUNCTUATION, SymbolTable
+
+_SENTENCE_RE = re.compile(r"(?<=[.!?;:])\s+")
+
+
+class NoSpeakableTextError(ValueError):
+    """The text has nothing to say after normalization (e.g. only punctuation or emoji)."""
+
+
+@dataclass
+class Tokenizer:
+    text_cfg: TextConfig
+    symbols: SymbolTable | None = None
+    _phonemizer: Phonemizer = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._phonemizer = Phonemizer(self.text_cfg.language, self.text_cfg.phonemizer)
+
+    def normalize(self, text: str) -> str:
+        return normalize_text(text)
+
+    def phonemize(self, normalized: list[str]) -> list[str]:
+        return self._phonemizer(normalized)
+
+    def encode_phonemes(self, phonemes: str) -> list[int]:
+        if self.symbols is None:
+            raise ValueError("Tokenizer has no symbol table")
+        ids, _unknown = self.symbols.encode(phonemes)
+        return ids
+
+    def __call__(self, text: str) -> tuple[list[int], str]:
+        """Text -> (ids, phoneme string). Raises NoSpeakableTextError when nothing is speakable."""
+        phonemes = self.phonemize([self.normalize(text)])[0]
+        ids = self.encode_phonemes(phonemes)
+        speakable = [i for i in ids if self.symbols.symbols[i] not in PUNCTUATION]
+        if not speakable:
+            raise NoSpeakableTextError(
+                f"text {text[:60]!r} has no speakable content after normalization and phonemization"
+            )
+        return ids, phonemes
+
+
+def split_sentences(text: str, max_chars: int = 300) -> list[str]:
+    """Split long text at sentence ends, then at commas/spaces so no piece exceeds ``max_chars``."""
+    out: list[str] = []
+    for sent in _SENTENCE_RE.split(text.strip()):
+        sent = sent.strip()
+        while len(sent) > max_chars:
+            cut = sent.rfind(",", 0, max_chars)
+            if cut < max_chars // 3:
+                cut = sent.rfind(" ", 0, max_chars)
+            if cut <= 0:
+                cut = max_chars
+            out.append(sent[: cut + 1].strip())
+            sent = sent[cut + 1:].strip()
+        if sent:
+            out.append(sent)
+    return out
