@@ -25,9 +25,231 @@ def _fail(msg: str, code: int = 1) -> None:
 # ---------------------------------------------------------------- data (demo-data, prepare, check)
 # (commands are registered below by the data section)
 
+
+@app.command("demo-data")
+def demo_data(
+    out: Path = typer.Argument(..., help="Folder to create the corpus in."),
+    voices: Optional[list[str]] = typer.Option(
+        None, "--voices", help="Voice specs or presets, repeatable or comma-separated: flite:rms, "
+        "espeak:en-us+f2:p60:s150, 'single' (flite:rms, the default) or 'multi' (9 voices)."),
+    utterances: int = typer.Option(50, "--utterances", help="ARCTIC prompts per voice."),
+    seed: int = typer.Option(0, "--seed", help="Chooses the prompts."),
+) -> None:
+    """Synthesize a demo corpus with espeak-ng and flite (LJSpeech layout for one voice, VCTK-like for several)."""
+    from voicetrain.data.demo import DemoError, make_demo_corpus
+
+    try:
+        r = make_demo_corpus(out, voices, utterances, seed)
+    except DemoError as e:
+        _fail(str(e))
+    typer.echo(f"{r.out}: {r.n_utterances} utterances ({r.n_synthesized} new), {len(r.speakers)} voice(s), "
+               f"{r.layout} layout: {', '.join(r.speakers)}")
+
+
+@app.command("prepare")
+def prepare_cmd(
+    input: Path = typer.Argument(..., help="Folder with your recordings (LJSpeech, VCTK-like, or NAME.wav+NAME.txt pairs)."),
+    out: Path = typer.Option(..., "--out", help="DATASET folder to write."),
+    format: str = typer.Option("auto", "--format", help="auto, ljspeech, vctk or pairs."),
+    sample_rate: int = typer.Option(22050, "--sample-rate", help="Target sample rate (Hz)."),
+    language: str = typer.Option("en-us", "--language", help="espeak-ng language code for phonemes."),
+    phonemizer: str = typer.Option("espeak", "--phonemizer", help="espeak (IPA) or chars (letters, no espeak)."),
+    val_fraction: float = typer.Option(0.1, "--val-fraction", help="Share of each speaker's utterances for validation."),
+    seed: int = typer.Option(0, "--seed", help="Chooses the validation items."),
+    vad: str = typer.Option("energy", "--vad", help="Silence trimming: energy or silero."),
+    max_seconds: float = typer.Option(15.0, "--max-seconds", help="Longer utterances are quarantined."),
+    workers: int = typer.Option(2, "--workers", help="Worker processes for the audio stage."),
+) -> None:
+    """Check, normalize and featurize recordings into a training-ready DATASET (re-runs skip finished work)."""
+    import dataclasses
+
+    from voicetrain.config import AudioConfig, QCConfig, TextConfig
+    from voicetrain.data.formats import CorpusFormatError
+    from voicetrain.data.prepare import PrepareConfig, PrepareError, prepare
+
+    cfg = PrepareConfig(
+        input=str(input), out=str(out), format=format,
+        audio=dataclasses.replace(AudioConfig(), sample_rate=sample_rate),
+        text=TextConfig(language=language, phonemizer=phonemizer),
+        qc=dataclasses.replace(QCConfig(), vad=vad, max_seconds=max_seconds),
+        val_fraction=val_fraction, seed=seed, workers=workers, progress=True,
+    )
+    try:
+        r = prepare(cfg)
+    except (CorpusFormatError, PrepareError) as e:
+        _fail(str(e))
+    typer.echo(f"{r.root}: {r.n_kept}/{r.n_items} utterances kept ({r.hours:.2f} h, {len(r.speakers)} speaker(s); "
+               f"train {r.n_train}, val {r.n_val}); {r.n_reused} reused from an earlier run; {r.elapsed:.1f} s")
+    if r.reasons:
+        typer.echo(f"quarantined {r.n_quarantined}: " + ", ".join(f"{k} {v}" for k, v in sorted(r.reasons.items())))
+    if r.warnings:
+        typer.echo("warnings: " + ", ".join(f"{k} {v}" for k, v in sorted(r.warnings.items())))
+    typer.echo(f"details: {r.root / 'qc.json'}, {r.root / 'report.html'}")
+
+
+@app.command("check")
+def check_cmd(
+    dataset: Path = typer.Argument(..., help="A prepared DATASET folder."),
+    batch_size: int = typer.Option(16, "--batch-size"),
+) -> None:
+    """Load every item through the training data loader; exit 1 naming each broken item and its fix."""
+    from voicetrain.config import ConfigError
+    from voicetrain.data.check import check_dataset
+
+    try:
+        report = check_dataset(dataset, batch_size)
+    except (FileNotFoundError, ConfigError) as e:
+        _fail(str(e))
+    typer.echo(report.summary())
+    if not report.ok:
+        raise typer.Exit(1)
+
 # ---------------------------------------------------------------- training (train, synth, align)
 
+
+@app.command("train")
+def train_cmd(
+    dataset: Path = typer.Argument(..., help="A prepared DATASET folder (from `voicetrain prepare`)."),
+    out: Path = typer.Option(..., "--out", help="RUN folder; an existing run with checkpoints is resumed."),
+    model: Optional[str] = typer.Option(None, "--model", help="fastspeech2 (default) or tacotron2."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="Model size preset: cpu (default), gpu, tiny."),
+    config: Optional[Path] = typer.Option(None, "--config", help="RunConfig YAML (e.g. an earlier RUN/config.yaml)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size"),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate after warm-up."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps"),
+    max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Wall-clock cap; stops cleanly with a checkpoint."),
+    accumulate: Optional[int] = typer.Option(None, "--accumulate", help="Gradient accumulation batches."),
+    precision: Optional[str] = typer.Option(None, "--precision", help="32-true, bf16-mixed, 16-mixed (GPU)."),
+    devices: Optional[str] = typer.Option(None, "--devices", help="Lightning devices, e.g. auto, 1, 4."),
+    num_nodes: Optional[int] = typer.Option(None, "--num-nodes", help="Machines for multi-node DDP."),
+    overfit: Optional[int] = typer.Option(None, "--overfit", help="Train on N utterances to prove the pipeline can memorize."),
+    early_stop: Optional[int] = typer.Option(None, "--early-stop", help="Stop after N validations without improvement."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads (default: all cores)."),
+    seed: Optional[int] = typer.Option(None, "--seed"),
+    resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue from RUN/checkpoints/last.ckpt if present."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Measure speed and memory on a few batches, print the ETA, stop."),
+) -> None:
+    """Train a voice: FastSpeech 2 (default) on a prepared dataset, with checkpoints, plots and samples in RUN."""
+    import dataclasses
+
+    from voicetrain.config import ConfigError, load_yaml
+    from voicetrain.data.dataset import DataItemError
+    from voicetrain.run_config import RunConfig
+    from voicetrain.training.train import train
+
+    try:
+        cfg = load_yaml(RunConfig, config) if config else RunConfig()
+        top = {k: v for k, v in {"model": model, "preset": preset}.items() if v is not None}
+        tr = {k: v for k, v in {"batch_size": batch_size, "max_steps": max_steps, "max_minutes": max_minutes,
+                                 "accumulate": accumulate, "precision": precision, "devices": devices,
+                                 "num_nodes": num_nodes, "overfit": overfit, "early_stopping_patience": early_stop,
+                                 "threads": threads, "seed": seed}.items() if v is not None}
+        opt = {"lr": lr} if lr is not None else {}
+        if max_minutes is not None and max_steps is None and not config:
+            tr["max_steps"] = 10_000_000  # the time cap decides
+        cfg = dataclasses.replace(cfg, **top, train=dataclasses.replace(cfg.train, **tr),
+                                  optim=dataclasses.replace(cfg.optim, **opt))
+        result = train(dataset, out, cfg, resume="auto" if resume else False, dry_run=dry_run)
+    except (ConfigError, FileNotFoundError, DataItemError) as e:
+        _fail(str(e))
+    if dry_run:
+        return
+    typer.echo(f"{out}: {result.steps} steps in {result.wall_seconds/60:.1f} min ({result.samples_per_second:.1f} samples/s, "
+               f"peak RSS {result.peak_rss_mb:.0f} MB); val loss {result.final_val_loss}; stopped: {result.stopped_because}")
+    typer.echo(f"best checkpoint: {result.best_checkpoint}\nloss plot: {out / 'loss.png'}  TensorBoard: tensorboard --logdir {out / 'tb'}")
+
+
+@app.command("synth")
+def synth_cmd(
+    run: Path = typer.Argument(..., help="A RUN folder or a checkpoint file."),
+    text: Optional[str] = typer.Option(None, "--text", help="Text to speak."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output wav (with --text)."),
+    text_file: Optional[Path] = typer.Option(None, "--text-file", help="One sentence per line, or 'id<TAB>text'."),
+    out_dir: Optional[Path] = typer.Option(None, "--out-dir", help="Output folder (with --text-file)."),
+    speaker: Optional[str] = typer.Option(None, "--speaker", help="Speaker name (multi-speaker voices)."),
+    speed: float = typer.Option(1.0, "--speed", help="Speaking rate: 1.5 is 50% faster."),
+    checkpoint: str = typer.Option("best", "--checkpoint", help="best, last or a step number (with a RUN folder)."),
+    griffin_lim_iters: int = typer.Option(32, "--gl-iters", help="Griffin-Lim iterations (fewer: faster, rougher)."),
+) -> None:
+    """Speak text with a trained voice (the best checkpoint by default)."""
+    from voicetrain.audio.io import save_wav
+    from voicetrain.inference.checkpoint import CheckpointError
+    from voicetrain.inference.synthesizer import Synthesizer, UnknownSpeakerError
+    from voicetrain.text.tokenizer import NoSpeakableTextError
+
+    if (text is None) == (text_file is None):
+        _fail("give exactly one of --text (with --out) or --text-file (with --out-dir)")
+    try:
+        synth = Synthesizer.from_checkpoint(run, checkpoint, griffin_lim_iters=griffin_lim_iters)
+        if text is not None:
+            if out is None:
+                _fail("--text needs --out FILE.wav")
+            wav, sr = synth.synthesize(text, speaker, speed)
+            save_wav(out, wav, sr)
+            typer.echo(f"{out}: {len(wav) / sr:.2f} s (checkpoint {synth.checkpoint})")
+            return
+        if out_dir is None:
+            _fail("--text-file needs --out-dir DIR")
+        lines = [ln for ln in text_file.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        for i, line in enumerate(lines, 1):
+            uid, _, sentence = line.partition("\t") if "\t" in line else (f"{i:04d}", "", line)
+            try:
+                wav, sr = synth.synthesize(sentence, speaker, speed)
+            except NoSpeakableTextError as e:
+                typer.secho(f"skipped line {i}: {e}", fg=typer.colors.YELLOW, err=True)
+                continue
+            save_wav(out_dir / f"{uid}.wav", wav, sr)
+        typer.echo(f"{out_dir}: {len(lines)} sentence(s) (checkpoint {synth.checkpoint})")
+    except (NoSpeakableTextError, UnknownSpeakerError, CheckpointError, FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+
+
+@app.command("align")
+def align_cmd(
+    run: Path = typer.Argument(..., help="A RUN folder or checkpoint whose aligner to use."),
+    dataset: Path = typer.Argument(..., help="A prepared DATASET folder."),
+    out: Path = typer.Option(..., "--out", help="Folder for ID.json and ID.TextGrid files."),
+    checkpoint: str = typer.Option("best", "--checkpoint"),
+    split: str = typer.Option("all", "--split", help="train, val or all."),
+) -> None:
+    """Per-phoneme durations from the trained aligner, as JSON and Praat TextGrid files."""
+    from voicetrain.inference.align import align_dataset
+
+    try:
+        n = align_dataset(run, dataset, out, checkpoint, split)
+    except (FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+    typer.echo(f"{out}: {n} alignments (JSON + TextGrid)")
+
 # ---------------------------------------------------------------- evaluation (eval, eval-audio)
+
+
+@app.command("eval-audio")
+def eval_audio_cmd(
+    directory: Path = typer.Argument(..., help="Folder of .wav files to score."),
+    reference: Optional[Path] = typer.Option(
+        None, "--reference", help="Folder of reference recordings: same-named wavs give MCD-DTW, F0 RMSE and "
+        "voicing error; all of them form the speaker centroid for speaker similarity."),
+    texts: Optional[Path] = typer.Option(
+        None, "--texts", help="Transcripts: TSV 'id<TAB>text' or LJSpeech metadata.csv. Default: a .txt "
+        "beside each wav, else DIR/metadata.csv."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write per-utterance rows and means as JSON here."),
+    no_dnsmos: bool = typer.Option(False, "--no-dnsmos", help="Skip DNSMOS (the slowest metric, ~0.6 s per file)."),
+) -> None:
+    """Score any wav files: CER/WER (pocketsphinx), DNSMOS, and against references MCD, F0, speaker similarity."""
+    from rich.console import Console
+
+    from voicetrain.audio.io import AudioReadError
+    from voicetrain.evaluation.evaluate_audio import TranscriptError, evaluate_audio, render_table, write_json
+
+    try:
+        result = evaluate_audio(directory, reference, texts, dnsmos=not no_dnsmos)
+    except (FileNotFoundError, TranscriptError, AudioReadError, RuntimeError) as e:
+        _fail(str(e))
+    Console().print(render_table(result))
+    if out is not None:
+        write_json(result, out)
+        typer.echo(f"wrote {out}")
 
 
 def main(argv: Optional[list[str]] = None) -> None:

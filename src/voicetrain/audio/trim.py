@@ -16,21 +16,38 @@ def trim_energy(audio: np.ndarray, sr: int, top_db: float = 40.0, pad_seconds: f
     return audio[max(0, start - pad): min(len(audio), end + pad)]
 
 
-def trim_silero(audio: np.ndarray, sr: int, pad_seconds: float = 0.05) -> np.ndarray:
-    """Trim with silero-vad's speech timestamps (model shipped in its PyPI package).
+def load_silero_model():
+    """Load silero-vad's model (shipped in its PyPI package).
 
     ``import silero_vad`` sets torch's thread count to 1 for the whole process;
     the previous count is restored here.
     """
-    import soxr
     import torch
 
     threads = torch.get_num_threads()
     try:
-        from silero_vad import get_speech_timestamps, load_silero_vad
+        from silero_vad import load_silero_vad
     finally:
         torch.set_num_threads(threads)
-    model = load_silero_vad()
+    return load_silero_vad()
+
+
+def trim_silero(audio: np.ndarray, sr: int, pad_seconds: float = 0.05, model=None) -> np.ndarray:
+    """Trim with silero-vad's speech timestamps.
+
+    ``model`` from :func:`load_silero_model` lets a caller load it once for many
+    utterances (the load takes ~0.1 s); without it, it is loaded per call.
+    """
+    import soxr
+    import torch
+
+    if model is None:
+        model = load_silero_model()
+    threads = torch.get_num_threads()
+    try:
+        from silero_vad import get_speech_timestamps
+    finally:
+        torch.set_num_threads(threads)
     x16 = soxr.resample(audio, sr, 16000).astype(np.float32)
     stamps = get_speech_timestamps(torch.from_numpy(x16), model, sampling_rate=16000)
     if not stamps:

@@ -1,0 +1,231 @@
+"""``voicetrain demo-data``: a synthetic corpus spoken by espeak-ng and flite from the CMU ARCTIC prompts.
+
+One voice gives an LJSpeech folder (metadata.csv ``id|text|text`` + wavs/); several
+voices give a VCTK-like folder (OUT/SPEAKER/ID.wav + ID.txt). Audio is written at
+each engine's own rate (flite 16 kHz, espeak-ng 22.05 kHz): resampling is
+``prepare``'s job, exactly as with real recordings.
+
+Voice specs: ``flite:NAME`` (rms, awb, kal16, slt, ...) and
+``espeak:VOICE[:pPITCH][:sSPEED]`` (e.g. ``espeak:en-us+f2:p60:s150``), or a
+preset name (``single``, ``multi``). flite ``slt`` is never in a preset: it is
+the held-out voice of the fine-tuning benchmarks; name it explicitly to use it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from voicetrain.config import atomic_write_text
+from voicetrain.data.formats import safe_name
+
+PRESETS: dict[str, tuple[str, ...]] = {
+    "single": ("flite:rms",),
+    # Different engines, variants, pitches and rates: 9 voices a speaker encoder tells apart.
+    "multi": (
+        "espeak:en-us+m3:p50:s160",
+        "espeak:en-us+f2:p60:s150",
+        "espeak:en-us+m1:p35:s170",
+        "espeak:en-us+f4:p75:s140",
+        "espeak:en+klatt:p45:s155",
+        "espeak:en-us+klatt2:p55:s165",
+        "flite:awb",
+        "flite:kal16",
+        "flite:rms",
+    ),
+}
+HELD_OUT = "flite:slt"
+MARKER = ".voicetrain-demo.json"
+
+
+class DemoError(RuntimeError):
+    """The demo corpus cannot be generated; the message names the cause and the fix."""
+
+
+@dataclass(frozen=True)
+class VoiceSpec:
+    engine: str
+    """'flite' or 'espeak'."""
+    voice: str
+    pitch: int | None = None
+    speed: int | None = None
+
+    @property
+    def name(self) -> str:
+        """Speaker name and folder: e.g. flite_rms, espeak_en-us_f2_p60_s150."""
+        parts = [self.engine, self.voice.replace("+", "_")]
+        if self.pitch is not None:
+            parts.append(f"p{self.pitch}")
+        if self.speed is not None:
+            parts.append(f"s{self.speed}")
+        return safe_name("_".join(parts))
+
+    @property
+    def spec(self) -> str:
+        extra = (f":p{self.pitch}" if self.pitch is not None else "") + (f":s{self.speed}" if self.speed is not None else "")
+        return f"{self.engine}:{self.voice}{extra}"
+
+    def command(self, text: str, out: str) -> tuple[list[str], str | None]:
+        """(argv, stdin) that writes ``text`` spoken to wav ``out``."""
+        if self.engine == "flite":
+            return ["flite", "-voice", self.voice, "-t", text, "-o", out], None
+        argv = ["espeak-ng", "-v", self.voice, "-w", out]
+        if self.pitch is not None:
+            argv += ["-p", str(self.pitch)]
+        if self.speed is not None:
+            argv += ["-s", str(self.speed)]
+        # Text through stdin: a prompt starting with '-' must not be read as an option.
+        return argv + ["--stdin"], text
+
+
+def parse_voice(spec: str) -> VoiceSpec:
+    parts = spec.strip().split(":")
+    engine = {"flite": "flite", "espeak": "espeak", "espeak-ng": "espeak"}.get(parts[0])
+    if engine is None or len(parts) < 2 or not parts[1]:
+        raise DemoError(f"bad voice spec {spec!r}; use flite:NAME (e.g. flite:rms) or "
+                        f"espeak:VOICE[:pPITCH][:sSPEED] (e.g. espeak:en-us+f2:p60:s150), or a preset: {', '.join(PRESETS)}")
+    pitch = speed = None
+    for p in parts[2:]:
+        try:
+            if p[:1] == "p":
+                pitch = int(p[1:])
+                continue
+            if p[:1] == "s":
+                speed = int(p[1:])
+                continue
+        except ValueError:
+            pass
+        raise DemoError(f"bad option {p!r} in voice spec {spec!r}; use pNN for pitch (0-99) or sNNN for speed (words/min)")
+    if engine == "flite" and (pitch is not None or speed is not None):
+        raise DemoError(f"voice spec {spec!r}: pitch/speed options are for espeak voices only")
+    return VoiceSpec(engine, parts[1], pitch, speed)
+
+
+def expand_voices(voices: list[str] | None) -> list[VoiceSpec]:
+    """Preset names and comma-separated specs -> unique voice specs in order."""
+    specs: list[str] = []
+    for v in voices or ["single"]:
+        for s in v.split(","):
+            s = s.strip()
+            if s:
+                specs += PRESETS.get(s, (s,))
+    out: list[VoiceSpec] = []
+    for s in specs:
+        vs = parse_voice(s)
+        if vs.name not in {o.name for o in out}:
+            out.append(vs)
+    if not out:
+        raise DemoError("no voices given; use e.g. --voices flite:rms or --voices multi")
+    return out
+
+
+def load_prompts(name: str = "arctic_prompts.tsv") -> list[tuple[str, str]]:
+    """(id, text) rows of a prompt list shipped in the package."""
+    text = resources.files("voicetrain.data").joinpath("prompts", name).read_text(encoding="utf-8")
+    rows = []
+    for line in text.splitlines():
+        if line.strip():
+            pid, _, sentence = line.partition("\t")
+            rows.append((pid.strip(), sentence.strip()))
+    return rows
+
+
+def choose_prompts(prompts: list[tuple[str, str]], n: int, seed: int, voice: VoiceSpec) -> list[tuple[str, str]]:
+    """``n`` prompts for ``voice``, chosen by seed and voice name (adding a voice never changes the others')."""
+    rng = np.random.default_rng([seed, zlib.crc32(voice.name.encode())])
+    idx = sorted(rng.choice(len(prompts), size=n, replace=False).tolist())
+    return [prompts[i] for i in idx]
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    out: Path
+    layout: str
+    """'ljspeech' or 'vctk'."""
+    speakers: list[str]
+    n_utterances: int
+    n_synthesized: int
+
+
+def _synthesize(voice: VoiceSpec, text: str, out: Path) -> None:
+    """Write ``out`` atomically: a killed run leaves no half-written wav that a re-run would keep."""
+    if out.exists() and out.stat().st_size > 44:
+        return
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=".wav", dir=out.parent)
+    os.close(fd)
+    try:
+        argv, stdin = voice.command(text, tmp)
+        try:
+            proc = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=120)
+        except FileNotFoundError:
+            raise DemoError(f"{argv[0]} is not installed; install it with `apt-get install {argv[0]}`") from None
+        if proc.returncode != 0 or os.path.getsize(tmp) <= 44:
+            raise DemoError(f"{voice.spec}: {argv[0]} failed on {text[:40]!r} "
+                            f"(exit {proc.returncode}: {proc.stderr.strip()[:200]}); check the voice name "
+                            f"(`flite -lv`, `espeak-ng --voices`)")
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def make_demo_corpus(out: str | os.PathLike, voices: list[str] | None = None, utterances: int = 50,
+                     seed: int = 0, workers: int = 2) -> DemoResult:
+    """Synthesize ``utterances`` ARCTIC prompts per voice into ``out``; see the module docstring.
+
+    Re-running with the same arguments only fills in what is missing; other
+    arguments on the same folder are refused (the corpus would mix two selections).
+    """
+    out = Path(out)
+    specs = expand_voices(voices)
+    prompts = load_prompts()
+    if not 1 <= utterances <= len(prompts):
+        raise DemoError(f"--utterances must be between 1 and {len(prompts)} (the ARCTIC prompt count), got {utterances}")
+    params = {"voices": [v.spec for v in specs], "utterances": utterances, "seed": seed}
+    if out.exists():
+        if not out.is_dir():
+            raise DemoError(f"{out} is a file; pass a folder for the demo corpus")
+        marker = out / MARKER
+        if marker.exists():
+            old = json.loads(marker.read_text())
+            if old != params:
+                raise DemoError(f"{out} holds a demo corpus made with {old}; pass another folder or delete it")
+        elif any(out.iterdir()):
+            raise DemoError(f"{out} is a non-empty folder; pass a new or empty folder for the demo corpus")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / MARKER, json.dumps(params))
+
+    single = len(specs) == 1
+    tasks: list[tuple[VoiceSpec, str, Path]] = []
+    meta_lines: list[str] = []
+    for v in specs:
+        chosen = choose_prompts(prompts, utterances, seed, v)
+        folder = out / "wavs" if single else out / v.name
+        folder.mkdir(parents=True, exist_ok=True)
+        for pid, text in chosen:
+            tasks.append((v, text, folder / f"{pid}.wav"))
+            if single:
+                clean = " ".join(text.replace("|", " ").split())
+                meta_lines.append(f"{pid}|{clean}|{clean}")
+            else:
+                atomic_write_text(folder / f"{pid}.txt", text + "\n")
+    n_new = sum(1 for _, _, p in tasks if not p.exists())
+    # Subprocesses release the GIL: two threads keep both cores busy.
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        list(pool.map(lambda t: _synthesize(*t), tasks))
+    if single:
+        atomic_write_text(out / "metadata.csv", "\n".join(meta_lines) + "\n")
+    return DemoResult(out, "ljspeech" if single else "vctk", [v.name for v in specs], len(tasks), n_new)
+
+
+__all__ = ["VoiceSpec", "parse_voice", "expand_voices", "make_demo_corpus", "DemoResult", "DemoError", "PRESETS",
+           "load_prompts", "choose_prompts", "HELD_OUT"]
