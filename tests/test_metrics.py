@@ -187,7 +187,7 @@ def test_eval_audio_folder_and_cli(corpus, evaluator, tmp_path):
         shutil.copy(corpus["rms"][i], gen / f"u{i}.wav")
         shutil.copy(corpus["rms"][i], ref / f"u{i}.wav")
     (gen / "u0.txt").write_text(SENTENCES[0])  # .txt beside the wav for u0 ...
-    (tmp_path / "texts.tsv").write_text(f"u1\t{SENTENCES[1]}\n")  # ... the TSV for u1 (a .txt wins if both)
+    (tmp_path / "texts.tsv").write_text(f"u1\t{SENTENCES[1]}\n")  # ... the TSV for u1 (--texts wins over a .txt)
     r = evaluate_audio(gen, ref, tmp_path / "texts.tsv", evaluator=evaluator, dnsmos=False)
     assert [u.id for u in r.utterances] == ["u0", "u1"]
     assert r.counts["cer"] == 2 and r.counts["mcd_db"] == 2 and r.counts["dnsmos_ovrl"] == 0
