@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 import soxr
+
+from voicetrain.config import make_temp_file
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 
@@ -91,7 +92,7 @@ def save_wav(path: str | os.PathLike, audio: np.ndarray, sr: int) -> None:
     """Write 16-bit PCM atomically (temp file, fsync, rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".wav", dir=path.parent)
+    fd, tmp = make_temp_file(path, suffix=".wav")
     os.close(fd)
     try:
         sf.write(tmp, np.clip(audio, -1.0, 1.0), sr, subtype="PCM_16")

@@ -1,0 +1,112 @@
+"""Load voicetrain checkpoints without Lightning and without pickle.
+
+A checkpoint is a Lightning checkpoint dict with a ``voicetrain`` entry holding the
+run config, symbol table and feature statistics as plain types, so it loads on its
+own with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from voicetrain.config import SCHEMA_VERSION, from_dict
+from voicetrain.data.cache import FeatureStats
+from voicetrain.models.registry import build_model, model_config
+from voicetrain.text.symbols import SymbolTable
+from voicetrain.run_config import RunConfig
+
+
+class CheckpointError(ValueError):
+    pass
+
+
+def load_checkpoint_safe(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
+    """torch.load with pickle disabled; a damaged or foreign file gives a clear error."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # noqa: BLE001
+        raise CheckpointError(f"{path}: not a loadable voicetrain checkpoint ({type(e).__name__}: {e})") from None
+
+
+@dataclass
+class LoadedCheckpoint:
+    path: Path
+    run_cfg: RunConfig
+    model: torch.nn.Module
+    symbols: SymbolTable
+    stats: FeatureStats
+    step: int
+
+
+def model_state_from_checkpoint(ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:
+    sd = ckpt.get("state_dict") or {}
+    return {k[len("model."):]: v for k, v in sd.items() if k.startswith("model.")}
+
+
+def load_model(path: str | os.PathLike) -> LoadedCheckpoint:
+    path = Path(path)
+    ckpt = load_checkpoint_safe(path)
+    meta = ckpt.get("voicetrain")
+    if not meta:
+        raise CheckpointError(f"{path}: no 'voicetrain' metadata; is this a voicetrain checkpoint?")
+    if meta.get("schema_version", 1) > SCHEMA_VERSION:
+        raise CheckpointError(f"{path}: written by a newer voicetrain ({meta.get('version')}); upgrade voicetrain")
+    run_cfg = from_dict(RunConfig, meta["run_config"], where=f"{path}:run_config")
+    symbols = SymbolTable(tuple(meta["symbols"]))
+    stats = FeatureStats(**meta["stats"])
+    mcfg = model_config(run_cfg.model, run_cfg.preset, run_cfg.model_config)
+    model = build_model(run_cfg.model, mcfg, len(symbols), run_cfg.audio.n_mels, max(len(run_cfg.speakers), 1))
+    model.load_state_dict(model_state_from_checkpoint(ckpt))
+    model.eval()
+    return LoadedCheckpoint(path, run_cfg, model, symbols, stats, int(ckpt.get("global_step", 0)))
+
+
+_STEP_RE = re.compile(r"step=(\d+)")
+
+
+def checkpoint_step(path: Path) -> int:
+    m = _STEP_RE.search(path.name)
+    return int(m.group(1)) if m else -1
+
+
+def find_checkpoint(run_or_ckpt: str | os.PathLike, which: str = "best") -> Path:
+    """Resolve a run folder (or a checkpoint path) to a checkpoint file.
+
+    ``which``: 'best' (the one selected by `voicetrain eval --select-best`, else the
+    best by validation loss, else the last), 'last', or a step number.
+    """
+    p = Path(run_or_ckpt)
+    if p.is_file():
+        return p
+    ckdir = p / "checkpoints"
+    if not ckdir.is_dir():
+        raise FileNotFoundError(f"{p} is neither a checkpoint file nor a run folder with checkpoints/")
+    ckpts = sorted(ckdir.glob("*.ckpt"), key=checkpoint_step)
+    if not ckpts:
+        raise FileNotFoundError(f"{ckdir} holds no checkpoints yet; train first (`voicetrain train`)")
+    if which == "last":
+        last = ckdir / "last.ckpt"
+        return last if last.exists() else ckpts[-1]
+    if which == "best":
+        selected = p / "selected_checkpoint.txt"
+        if selected.exists():
+            cand = ckdir / selected.read_text().strip()
+            if cand.exists():
+                return cand
+        best = sorted(ckdir.glob("best-*.ckpt"), key=checkpoint_step)
+        if best:
+            return best[-1]
+        return find_checkpoint(p, "last")
+    step = int(which)
+    for c in ckpts:
+        if checkpoint_step(c) == step:
+            return c
+    raise FileNotFoundError(f"no checkpoint for step {step} in {ckdir}; have: {[c.name for c in ckpts]}")

@@ -1,0 +1,1 @@
+"""Acoustic models. One model per file with its config beside it; see registry.py."""

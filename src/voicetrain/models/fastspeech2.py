@@ -1,0 +1,223 @@
+"""FastSpeech 2 with a learned aligner (no external aligner), sized for a CPU by default.
+
+Phoneme encoder and mel decoder are feed-forward Transformer stacks; the variance
+adaptor predicts per-phoneme duration, pitch (phoneme-averaged, speaker-normalized
+log-F0) and energy, and adds their embeddings before upsampling (FastPitch-style
+phoneme-level variances, which train faster and more stably than frame-level ones).
+Durations come from the aligner in :mod:`voicetrain.models.aligner`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from voicetrain.models.aligner import (
+    AlignmentEncoder, beta_binomial_log_prior, bin_loss, forward_sum_loss, hard_alignment)
+from voicetrain.models.layers import FFTStack, VariancePredictor, average_by_duration, regulate_length, sequence_mask
+
+
+@dataclass(frozen=True)
+class FastSpeech2Config:
+    """Hyperparameters. The default is the CPU preset; see :data:`PRESETS` for others."""
+
+    hidden: int = 192
+    encoder_layers: int = 2
+    decoder_layers: int = 2
+    heads: int = 2
+    ff_dim: int = 384
+    """Channels of the convolutional feed-forward inside each FFT block."""
+    ff_kernel: int = 3
+    dropout: float = 0.1
+    predictor_filters: int = 192
+    predictor_kernel: int = 3
+    aligner_dim: int = 80
+    postnet_layers: int = 0
+    """Optional residual conv postnet (0 = none: it costs ~30% speed for a small gain)."""
+    max_frames_per_token: int = 60
+    max_frames: int = 3000
+    """Hard cap on generated frames per call (~35 s at 86 frames/s): bounded synthesis."""
+    bin_loss_start_step: int = 300
+    bin_loss_warmup_steps: int = 300
+    duration_loss_weight: float = 1.0
+    pitch_loss_weight: float = 0.5
+    energy_loss_weight: float = 0.5
+    align_loss_weight: float = 1.0
+
+
+PRESETS: dict[str, FastSpeech2Config] = {
+    "tiny": FastSpeech2Config(hidden=32, encoder_layers=1, decoder_layers=1, heads=2, ff_dim=64,
+                              predictor_filters=32, aligner_dim=16, dropout=0.0),
+    "cpu": FastSpeech2Config(),
+    "gpu": FastSpeech2Config(hidden=256, encoder_layers=4, decoder_layers=4, ff_dim=1024, ff_kernel=9,
+                             predictor_filters=256, postnet_layers=5),
+}
+
+
+@dataclass
+class FastSpeech2Output:
+    """Training forward output. B batch, L tokens, T frames, M mel bins."""
+
+    mel: torch.Tensor  # (B, M, T) predicted, normalized
+    log_duration: torch.Tensor  # (B, L) predicted log(1 + frames)
+    pitch: torch.Tensor  # (B, L) predicted
+    energy: torch.Tensor  # (B, L) predicted
+    durations: torch.Tensor  # (B, L) long, from the aligner (targets)
+    pitch_target: torch.Tensor  # (B, L)
+    energy_target: torch.Tensor  # (B, L)
+    soft_attention: torch.Tensor  # (B, T, L)
+    hard_attention: torch.Tensor  # (B, T, L)
+    attention_logprob: torch.Tensor  # (B, T, L)
+    log_prior: torch.Tensor  # (B, T, L)
+
+
+class FastSpeech2(nn.Module):
+    def __init__(self, cfg: FastSpeech2Config, n_symbols: int, n_mels: int, n_speakers: int = 1):
+        super().__init__()
+        self.cfg = cfg
+        self.n_mels = n_mels
+        D = cfg.hidden
+        self.embedding = nn.Embedding(n_symbols, D, padding_idx=0)
+        self.speaker_embedding = nn.Embedding(max(n_speakers, 1), D)
+        nn.init.normal_(self.speaker_embedding.weight, std=0.02)
+        self.encoder = FFTStack(D, cfg.encoder_layers, cfg.heads, cfg.ff_dim, cfg.ff_kernel, cfg.dropout)
+        self.duration_predictor = VariancePredictor(D, cfg.predictor_filters, cfg.predictor_kernel, cfg.dropout)
+        self.pitch_predictor = VariancePredictor(D, cfg.predictor_filters, cfg.predictor_kernel, cfg.dropout)
+        self.energy_predictor = VariancePredictor(D, cfg.predictor_filters, cfg.predictor_kernel, cfg.dropout)
+        self.pitch_embedding = nn.Conv1d(1, D, 3, padding=1)
+        self.energy_embedding = nn.Conv1d(1, D, 3, padding=1)
+        self.decoder = FFTStack(D, cfg.decoder_layers, cfg.heads, cfg.ff_dim, cfg.ff_kernel, cfg.dropout)
+        self.mel_out = nn.Linear(D, n_mels)
+        self.postnet = nn.ModuleList(
+            nn.Conv1d(n_mels if i == 0 else D, n_mels if i == cfg.postnet_layers - 1 else D, 5, padding=2)
+            for i in range(cfg.postnet_layers))
+        self.aligner = AlignmentEncoder(n_mels, D, cfg.aligner_dim)
+
+    @property
+    def n_speakers(self) -> int:
+        return self.speaker_embedding.num_embeddings
+
+    # ------------------------------------------------------------------ shared pieces
+    def encode(self, tokens: torch.Tensor, token_lens: torch.Tensor, speakers: torch.Tensor):
+        """tokens (B, L) -> (encoder output (B, L, D) with speaker added, mask (B, L), embeddings (B, L, D))."""
+        mask = sequence_mask(token_lens, tokens.shape[1])
+        emb = self.embedding(tokens)
+        h = self.encoder(emb, mask) + self.speaker_embedding(speakers)[:, None, :]
+        return h * mask.unsqueeze(-1), mask, emb
+
+    def _variance_embed(self, h, pitch, energy):
+        return (h + self.pitch_embedding(pitch[:, None, :]).transpose(1, 2)
+                + self.energy_embedding(energy[:, None, :]).transpose(1, 2))
+
+    def decode(self, h: torch.Tensor, durations: torch.Tensor, speakers: torch.Tensor,
+               max_frames: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """h (B, L, D), durations (B, L) -> (mel (B, M, T), frame lengths (B,))."""
+        x, lens = regulate_length(h, durations, max_frames)
+        mask = sequence_mask(lens, x.shape[1])
+        x = x + self.speaker_embedding(speakers)[:, None, :]
+        y = self.decoder(x, mask)
+        mel = self.mel_out(y).transpose(1, 2)
+        if len(self.postnet):
+            r = mel
+            for i, conv in enumerate(self.postnet):
+                r = conv(r)
+                if i < len(self.postnet) - 1:
+                    r = torch.tanh(r)
+            mel = mel + r
+        return mel * mask[:, None, :].to(mel.dtype), lens
+
+    # ------------------------------------------------------------------ training
+    def forward(self, tokens, token_lens, mels, mel_lens, pitch, voiced, energy, speakers) -> FastSpeech2Output:
+        """Teacher-forced pass.
+
+        tokens (B, L) long; token_lens (B,); mels (B, M, T) normalized; mel_lens (B,);
+        pitch, energy (B, T) normalized frame values; voiced (B, T) bool; speakers (B,).
+        """
+        h, tmask, emb = self.encode(tokens, token_lens, speakers)
+        T, L = mels.shape[2], tokens.shape[1]
+        log_prior = beta_binomial_log_prior(token_lens, mel_lens, L, T)
+        soft, logprob = self.aligner(mels, emb.transpose(1, 2), tmask, log_prior)
+        hard = hard_alignment(soft, token_lens, mel_lens)
+        durations = hard.sum(1).long()  # (B, L): frames per token; sums to mel_lens
+        frame_mask = sequence_mask(mel_lens, T)
+        pitch_t = average_by_duration(pitch, voiced & frame_mask, durations)
+        energy_t = average_by_duration(energy, frame_mask, durations)
+        log_dur = self.duration_predictor(h, tmask)
+        pitch_p = self.pitch_predictor(h, tmask)
+        energy_p = self.energy_predictor(h, tmask)
+        hv = self._variance_embed(h, pitch_t, energy_t)
+        mel, _ = self.decode(hv, durations, speakers, max_frames=T)
+        return FastSpeech2Output(mel, log_dur, pitch_p, energy_p, durations, pitch_t, energy_t,
+                                 soft, hard, logprob, log_prior)
+
+    def loss(self, out: FastSpeech2Output, mels, mel_lens, token_lens, step: int) -> dict[str, torch.Tensor]:
+        """All loss terms and their weighted total under key 'loss'."""
+        cfg = self.cfg
+        fmask = sequence_mask(mel_lens, mels.shape[2])[:, None, :].to(mels.dtype)
+        n_frames = fmask.sum() * mels.shape[1]
+        mel_loss = (torch.abs(out.mel - mels) * fmask).sum() / n_frames
+        tmask = sequence_mask(token_lens, out.log_duration.shape[1]).to(mels.dtype)
+        n_tok = tmask.sum()
+        dur_target = torch.log1p(out.durations.to(mels.dtype))
+        dur_loss = (((out.log_duration - dur_target) ** 2) * tmask).sum() / n_tok
+        pitch_loss = (((out.pitch - out.pitch_target) ** 2) * tmask).sum() / n_tok
+        energy_loss = (((out.energy - out.energy_target) ** 2) * tmask).sum() / n_tok
+        align_loss = forward_sum_loss(out.attention_logprob, out.log_prior, token_lens, mel_lens)
+        ramp = min(max(step - cfg.bin_loss_start_step, 0) / max(cfg.bin_loss_warmup_steps, 1), 1.0)
+        b_loss = bin_loss(out.hard_attention, out.soft_attention) if ramp > 0 else mel_loss.new_zeros(())
+        total = (mel_loss + cfg.duration_loss_weight * dur_loss + cfg.pitch_loss_weight * pitch_loss
+                 + cfg.energy_loss_weight * energy_loss + cfg.align_loss_weight * (align_loss + ramp * b_loss))
+        return {"loss": total, "mel": mel_loss, "duration": dur_loss, "pitch": pitch_loss,
+                "energy": energy_loss, "align": align_loss, "bin": b_loss}
+
+    # ------------------------------------------------------------------ synthesis
+    @torch.no_grad()
+    def infer(self, tokens: torch.Tensor, speakers: torch.Tensor | None = None, speed: float = 1.0,
+              pitch_shift: float = 0.0, token_lens: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """tokens (B, L) -> (mel (B, M, T) normalized, frame lengths (B,)).
+
+        ``speed`` > 1 speaks faster; ``pitch_shift`` is added to the normalized pitch
+        (in speaker standard deviations). Output length is capped at ``cfg.max_frames``.
+        """
+        B, L = tokens.shape
+        if token_lens is None:
+            token_lens = torch.full((B,), L, dtype=torch.long, device=tokens.device)
+        if speakers is None:
+            speakers = torch.zeros(B, dtype=torch.long, device=tokens.device)
+        h, tmask, _ = self.encode(tokens, token_lens, speakers)
+        log_dur = self.duration_predictor(h, tmask)
+        dur = torch.clamp(torch.round((torch.exp(log_dur) - 1) / max(speed, 1e-3)), 0, self.cfg.max_frames_per_token)
+        dur = (dur * tmask).long()
+        # every utterance gets at least one frame, and no more than max_frames
+        dur[:, 0] = torch.where(dur.sum(1) == 0, torch.ones_like(dur[:, 0]), dur[:, 0])
+        over = dur.sum(1, keepdim=True) > self.cfg.max_frames
+        if over.any():
+            scale = self.cfg.max_frames / dur.sum(1, keepdim=True).clamp(min=1)
+            dur = torch.where(over, torch.floor(dur * scale).long(), dur)
+        pitch = (self.pitch_predictor(h, tmask) + pitch_shift) * tmask
+        energy = self.energy_predictor(h, tmask)
+        hv = self._variance_embed(h, pitch, energy)
+        return self.decode(hv, dur, speakers)
+
+    @torch.no_grad()
+    def align(self, tokens, token_lens, mels, mel_lens, speakers) -> torch.Tensor:
+        """Hard durations (B, L) in frames from the aligner; each row sums to its mel length."""
+        _, tmask, emb = self.encode(tokens, token_lens, speakers)
+        log_prior = beta_binomial_log_prior(token_lens, mel_lens, tokens.shape[1], mels.shape[2])
+        soft, _ = self.aligner(mels, emb.transpose(1, 2), tmask, log_prior)
+        return hard_alignment(soft, token_lens, mel_lens).sum(1).long()
+
+    def parameter_groups(self) -> dict[str, list[str]]:
+        """Named module groups for freezing during fine-tuning."""
+        return {
+            "embedding": ["embedding"],
+            "encoder": ["embedding", "encoder"],
+            "speaker_embedding": ["speaker_embedding"],
+            "variance_adaptor": ["duration_predictor", "pitch_predictor", "energy_predictor",
+                                 "pitch_embedding", "energy_embedding"],
+            "decoder": ["decoder", "mel_out", "postnet"],
+            "aligner": ["aligner"],
+        }

@@ -1,0 +1,39 @@
+"""Explicit model registry: name -> (model class, config class, presets). No dynamic imports."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from voicetrain.config import ConfigError, from_dict
+from voicetrain.models import fastspeech2
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    cls: type[nn.Module]
+    config_cls: type
+    presets: dict[str, Any]
+
+
+MODELS: dict[str, ModelEntry] = {
+    "fastspeech2": ModelEntry(fastspeech2.FastSpeech2, fastspeech2.FastSpeech2Config, fastspeech2.PRESETS),
+}
+
+
+def model_config(name: str, preset: str, overrides: dict[str, Any] | None = None):
+    if name not in MODELS:
+        raise ConfigError(f"unknown model {name!r}; available: {', '.join(sorted(MODELS))}")
+    entry = MODELS[name]
+    if preset not in entry.presets:
+        raise ConfigError(f"unknown preset {preset!r} for {name}; available: {', '.join(entry.presets)}")
+    base = dataclasses.asdict(entry.presets[preset])
+    base.update(overrides or {})
+    return from_dict(entry.config_cls, base, where=f"model_config ({name})")
+
+
+def build_model(name: str, cfg, n_symbols: int, n_mels: int, n_speakers: int) -> nn.Module:
+    return MODELS[name].cls(cfg, n_symbols=n_symbols, n_mels=n_mels, n_speakers=n_speakers)

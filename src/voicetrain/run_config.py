@@ -1,0 +1,83 @@
+"""Run configuration: everything needed to reproduce a training run from its folder.
+
+``RunConfig`` is saved as RUN/config.yaml before training starts and inside every
+checkpoint, so a checkpoint loads on its own and ``voicetrain train --config
+RUN/config.yaml`` reproduces the run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from voicetrain.config import AudioConfig, TextConfig
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    lr: float = 1e-3
+    """Peak learning rate of AdamW, reached after ``warmup_steps``."""
+    weight_decay: float = 1e-6
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
+    warmup_steps: int = 200
+    """Short warm-up: small models on small data are stable at lr 1e-3 after a few hundred steps."""
+    decay: str = "noam"
+    """'noam' (inverse square root after warm-up), 'cosine' (to 10% at max_steps) or 'constant'."""
+    grad_clip: float = 1.0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    batch_size: int = 16
+    max_steps: int = 20000
+    max_minutes: Optional[float] = None
+    """Wall-clock cap (Lightning's max_time); training stops cleanly and checkpoints."""
+    accumulate: int = 1
+    precision: str = "32-true"
+    """Lightning precision: '32-true', 'bf16-mixed' (CPU/GPU), '16-mixed' (GPU)."""
+    devices: str = "auto"
+    accelerator: str = "auto"
+    num_nodes: int = 1
+    num_workers: int = 0
+    """DataLoader workers. 0 on a 2-core machine: features are cached, loading is cheap."""
+    threads: int = 0
+    """torch intra-op threads (0 = number of CPU cores)."""
+    seed: int = 0
+    overfit: int = 0
+    """Train on this many utterances only (proves the pipeline can memorize)."""
+    val_every_steps: int = 200
+    checkpoint_every_steps: int = 200
+    keep_last: int = 3
+    sample_every_steps: int = 400
+    """Synthesize the fixed validation sentences to TensorBoard and RUN/samples every N steps."""
+    n_sample_sentences: int = 3
+    log_every_steps: int = 10
+    early_stopping_patience: int = 0
+    """Stop when validation loss has not improved for this many validations (0 = off)."""
+    max_frames_per_batch: int = 0
+    """Reserved for dynamic batching (0 = fixed batch size)."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """The full description of a run."""
+
+    model: str = "fastspeech2"
+    preset: str = "cpu"
+    model_config: dict[str, Any] = field(default_factory=dict)
+    """Overrides of the model's config dataclass fields, on top of ``preset``."""
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    """Copied from the dataset at the start of a run (the dataset is the source of truth)."""
+    text: TextConfig = field(default_factory=TextConfig)
+    dataset: str = ""
+    speakers: list[str] = field(default_factory=list)
+    """Speaker table: index = speaker id. Fine-tuning appends to it."""
+    vocoder: str = "griffin-lim"
+    init_from: str = ""
+    """Base checkpoint a fine-tuned run started from."""
+    frozen: list[str] = field(default_factory=list)
+    """Module names whose parameters are frozen."""
+    trainable_speakers: list[str] = field(default_factory=list)
+    """When non-empty, only these rows of the speaker table receive gradient updates."""

@@ -1,0 +1,1 @@
+"""Training: the Lightning module, callbacks (monitoring, health checks) and train(cfg)."""

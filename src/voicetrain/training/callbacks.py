@@ -1,0 +1,255 @@
+"""Training callbacks: metrics file + loss plot, audio/mel/alignment samples, health checks, progress."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from rich.console import Console
+
+from voicetrain.audio.io import save_wav
+from voicetrain.training import plots
+
+
+def alignment_health(soft: torch.Tensor, text_lens: torch.Tensor, mel_lens: torch.Tensor) -> dict[str, float]:
+    """Focus and diagonality of soft attention (B, T, L), both in [0, 1].
+
+    focus: mean over valid frames of the largest attention weight (1 = each frame looks at one token).
+    diagonality: 1 - mean |argmax token / L - frame / T| * 2, clipped (1 = on the diagonal).
+    """
+    focus, diag = [], []
+    for b in range(soft.shape[0]):
+        t, l = int(mel_lens[b]), int(text_lens[b])
+        a = soft[b, :t, :l].float()
+        if a.numel() == 0:
+            continue
+        focus.append(float(a.max(dim=1).values.mean()))
+        pos = a.argmax(dim=1).float() / max(l - 1, 1)
+        ref = torch.linspace(0, 1, t)
+        diag.append(float(max(0.0, 1 - 2 * (pos - ref).abs().mean())))
+    return {"focus": float(np.mean(focus)) if focus else 0.0, "diagonality": float(np.mean(diag)) if diag else 0.0}
+
+
+class MetricsFile(L.Callback):
+    """RUN/metrics.csv (one row per logged step) and RUN/loss.png, refreshed during training.
+
+    On resume, rows past the resumed step are dropped so the file matches the checkpoint.
+    """
+
+    def __init__(self, run_dir: Path, log_every: int):
+        self.path = run_dir / "metrics.csv"
+        self.plot_path = run_dir / "loss.png"
+        self.log_every = max(log_every, 1)
+        self.rows: list[dict[str, Any]] = []
+        self.start = time.time()
+        self.time_offset = 0.0
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        step = trainer.global_step
+        if self.path.exists():
+            with open(self.path, newline="") as f:
+                self.rows = [self._parse(r) for r in csv.DictReader(f)]
+            self.rows = [r for r in self.rows if r["step"] <= step]
+            self.time_offset = max((r.get("wall_s") or 0.0 for r in self.rows), default=0.0)
+        self.start = time.time()
+        self._write()
+
+    @staticmethod
+    def _parse(r: dict[str, str]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in r.items():
+            if v in ("", None):
+                continue
+            out[k] = int(v) if k == "step" else float(v)
+        return out
+
+    def _wall(self) -> float:
+        return self.time_offset + time.time() - self.start
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if step % self.log_every:
+            return
+        m = trainer.callback_metrics
+        row = {"step": step, "wall_s": round(self._wall(), 2), "epoch": trainer.current_epoch,
+               "lr": trainer.optimizers[0].param_groups[0]["lr"]}
+        row.update({k: float(v) for k, v in m.items() if k.startswith("train/")})
+        self.rows.append(row)
+        if step % (self.log_every * 10) == 0:
+            self._write()
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking:
+            return
+        row = {"step": trainer.global_step, "wall_s": round(self._wall(), 2)}
+        row.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("val/", "align/"))})
+        self.rows.append(row)
+        self._write()
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._write()
+
+    def _write(self) -> None:
+        from voicetrain.config import atomic_write_text
+        import io
+
+        keys: list[str] = []
+        for r in self.rows:
+            keys += [k for k in r if k not in keys]
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=keys or ["step"])
+        w.writeheader()
+        w.writerows(self.rows)
+        atomic_write_text(self.path, buf.getvalue())
+        if any("val/loss" in r for r in self.rows) or len(self.rows) > 1:
+            plots.plot_losses(self.rows, self.plot_path)
+
+
+class SampleWriter(L.Callback):
+    """Every N steps: synthesize fixed validation sentences (wav under RUN/samples and TensorBoard audio),
+    and log the first validation batch's mel and alignment as images."""
+
+    def __init__(self, run_dir: Path, every: int, sentences: list[tuple[str, list[int], int]], make_synth):
+        self.dir = run_dir / "samples"
+        self.every = max(every, 1)
+        self.sentences = sentences  # (id, token ids, speaker id)
+        self.make_synth = make_synth
+        self.last_step = -1
+
+    def _tb(self, trainer):
+        for lg in trainer.loggers:
+            if hasattr(lg, "experiment") and hasattr(lg.experiment, "add_audio"):
+                return lg.experiment
+        return None
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        step = trainer.global_step
+        if trainer.sanity_checking or trainer.global_rank != 0:
+            return
+        tb = self._tb(trainer)
+        vb = pl_module.last_val_batch
+        if vb is not None:
+            batch, out = vb
+            t, l = int(batch.mel_lens[0]), int(batch.token_lens[0])
+            att = out.soft_attention[0, :t, :l].detach().float().numpy() if hasattr(out, "soft_attention") else None
+            fig = plots.mel_alignment_figure(out.mel[0, :, :t].detach().float().numpy(),
+                                             batch.mels[0, :, :t].float().numpy(), att)
+            if tb is not None:
+                tb.add_image("val/mel_alignment", plots.figure_to_array(fig), step, dataformats="HWC")
+            self.dir.mkdir(parents=True, exist_ok=True)
+            plots.save_figure(fig, self.dir / "alignment_latest.png")
+        if step - self.last_step < self.every and self.last_step >= 0:
+            return
+        self.last_step = step
+        synth = self.make_synth(pl_module)
+        was_training = pl_module.model.training
+        pl_module.model.eval()
+        try:
+            out_dir = self.dir / f"step_{step:07d}"
+            for sid, ids, spk in self.sentences:
+                mel = synth.mel_for_ids(ids, spk)
+                wav = synth.vocoder(mel[None])[0].float().numpy()
+                save_wav(out_dir / f"{sid}.wav", wav, synth.sample_rate)
+                if tb is not None:
+                    tb.add_audio(f"samples/{sid}", torch.from_numpy(wav)[None], step, sample_rate=synth.sample_rate)
+        finally:
+            pl_module.model.train(was_training)
+
+
+class HealthCheck(L.Callback):
+    """Catches the classic failure modes early and says what to do.
+
+    - loss not decreasing after warm-up;
+    - alignment not forming (low focus/diagonality after ``align_deadline`` steps);
+    - validation loss rising while training loss falls (overfitting), with optional early stop.
+    Warnings go to the console and RUN/health.jsonl.
+    """
+
+    def __init__(self, run_dir: Path, warmup_steps: int, align_deadline: int = 1500, patience: int = 0,
+                 console: Console | None = None, align_threshold: float = 0.5):
+        self.path = run_dir / "health.jsonl"
+        self.warmup = warmup_steps
+        self.align_deadline = align_deadline
+        self.align_threshold = align_threshold
+        self.patience = patience
+        self.console = console or Console(stderr=True)
+        self.val_history: list[tuple[int, float, float]] = []  # step, val loss, train loss
+        self.best_val = math.inf
+        self.bad_vals = 0
+        self.warned: set[str] = set()
+        self.train_losses: list[tuple[int, float]] = []
+
+    def warn(self, kind: str, step: int, message: str, once: bool = True) -> None:
+        if once and kind in self.warned:
+            return
+        self.warned.add(kind)
+        self.console.print(f"[yellow]health check ({kind}) at step {step}:[/yellow] {message}")
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"step": step, "kind": kind, "message": message}) + "\n")
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = trainer.callback_metrics.get("train/loss")
+        if loss is not None:
+            self.train_losses.append((trainer.global_step, float(loss)))
+            self.train_losses = self.train_losses[-2000:]
+
+    def _train_mean(self, lo: int, hi: int) -> float | None:
+        vals = [v for s, v in self.train_losses if lo <= s < hi]
+        return float(np.mean(vals)) if vals else None
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking:
+            return
+        step = trainer.global_step
+        m = trainer.callback_metrics
+        # alignment health
+        vb = pl_module.last_val_batch
+        if vb is not None and hasattr(vb[1], "soft_attention"):
+            batch, out = vb
+            h = alignment_health(out.soft_attention.detach(), batch.token_lens, batch.mel_lens)
+            trainer.callback_metrics["align/focus"] = torch.tensor(h["focus"])
+            trainer.callback_metrics["align/diagonality"] = torch.tensor(h["diagonality"])
+            for lg in trainer.loggers:
+                lg.log_metrics({"align/focus": h["focus"], "align/diagonality": h["diagonality"]}, step)
+            if step >= self.align_deadline and h["diagonality"] < self.align_threshold:
+                self.warn("alignment", step,
+                          f"alignment has not formed (diagonality {h['diagonality']:.2f}, focus {h['focus']:.2f}). "
+                          "Check that transcripts match the audio (`voicetrain prepare` quarantines speaking-rate "
+                          "outliers), trim long silences, and lower the learning rate if the loss is noisy.")
+        # loss not decreasing after warm-up
+        if step >= 3 * self.warmup and step >= 300:
+            early = self._train_mean(self.warmup, self.warmup + 100)
+            late = self._train_mean(step - 100, step + 1)
+            if early is not None and late is not None and late > 0.97 * early:
+                self.warn("no-progress", step,
+                          f"training loss is not decreasing (mean {early:.3f} after warm-up, {late:.3f} now). "
+                          "Try a lower learning rate (--lr), a larger batch (--batch-size / --accumulate), "
+                          "or `--overfit 4` to prove the pipeline can memorize.")
+        # overfitting
+        val = m.get("val/loss")
+        if val is None:
+            return
+        val = float(val)
+        train_now = self._train_mean(step - 100, step + 1) or math.nan
+        self.val_history.append((step, val, train_now))
+        if val < self.best_val - 1e-4:
+            self.best_val, self.bad_vals = val, 0
+        else:
+            self.bad_vals += 1
+        if len(self.val_history) >= 3:
+            (s0, v0, t0), (s1, v1, t1), (s2, v2, t2) = self.val_history[-3:]
+            if v2 > v1 > v0 and t2 < t0:
+                self.warn("overfitting", step,
+                          f"validation loss rose for 2 validations ({v0:.3f} -> {v2:.3f}) while training loss fell "
+                          f"({t0:.3f} -> {t2:.3f}): the model is overfitting. Use the best checkpoint (kept "
+                          "automatically), add data, or enable early stopping (--early-stop N).")
+        if self.patience and self.bad_vals >= self.patience:
+            self.warn("early-stop", step, f"validation loss has not improved for {self.patience} validations; stopping.")
+            trainer.should_stop = True

@@ -1,0 +1,302 @@
+"""train(cfg): from a prepared dataset to a run folder with checkpoints, logs, plots and samples.
+
+Run folder layout::
+
+    RUN/config.yaml            RunConfig (reproduces the run: `voicetrain train DATASET --config RUN/config.yaml`)
+    RUN/symbols.json, stats.json
+    RUN/checkpoints/           step=N.ckpt (last K), best-step=N.ckpt (lowest val loss), last.ckpt
+    RUN/metrics.csv, loss.png  refreshed during training
+    RUN/tb/                    TensorBoard event files
+    RUN/samples/step_N/*.wav   fixed validation sentences; alignment_latest.png
+    RUN/health.jsonl           health-check warnings
+    RUN/result.json            summary written at the end
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import logging
+import os
+import resource
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from torch.utils.data import DataLoader
+
+from voicetrain.config import ConfigError, atomic_write_text, load_yaml, save_yaml
+from voicetrain.data.cache import FeatureStats
+from voicetrain.data.dataset import BucketBatchSampler, TTSDataset, collate
+from voicetrain.data.manifest import PreparedDataset
+from voicetrain.inference.checkpoint import find_checkpoint
+from voicetrain.inference.synthesizer import Synthesizer
+from voicetrain.models.registry import build_model, model_config
+from voicetrain.run_config import RunConfig
+from voicetrain.text.symbols import SymbolTable
+
+
+@dataclass
+class Estimate:
+    seconds_per_step: float
+    samples_per_second: float
+    peak_rss_mb: float
+    eta_seconds: float
+    steps: int
+
+
+@dataclass
+class RunResult:
+    run_dir: str
+    steps: int
+    wall_seconds: float
+    samples_per_second: float
+    peak_rss_mb: float
+    final_train_loss: float | None
+    final_val_loss: float | None
+    best_checkpoint: str | None
+    last_checkpoint: str | None
+    estimate: Estimate | None = None
+    stopped_because: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+class ResumableBatchSampler(BucketBatchSampler):
+    """BucketBatchSampler that skips the batches a resumed epoch has already consumed."""
+
+    def __init__(self, *args, skip: tuple[int, int] | None = None, **kw):
+        super().__init__(*args, **kw)
+        self.skip = skip
+
+    def __iter__(self):
+        batches = self.batches()
+        if self.skip is not None and self.skip[0] == self.epoch:
+            batches = batches[self.skip[1]:]
+            self.skip = None
+        yield from batches
+
+
+def _speaker_table(cfg: RunConfig, ds: PreparedDataset) -> list[str]:
+    return list(cfg.speakers) if cfg.speakers else list(ds.info.speakers or ["speaker"])
+
+
+def prepare_run(dataset_dir: str | os.PathLike, run_dir: str | os.PathLike, cfg: RunConfig):
+    """Resolve dataset, symbols, stats, speakers; write RUN/config.yaml. Returns the pieces train() needs."""
+    ds = PreparedDataset.open(dataset_dir)
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    existing = run_dir / "config.yaml"
+    if (run_dir / "symbols.json").exists():
+        symbols = SymbolTable.load(run_dir / "symbols.json")
+        stats = FeatureStats.load(run_dir / "stats.json")
+    else:
+        symbols = SymbolTable.load(ds.symbols_path)
+        stats = FeatureStats.load(ds.stats_path)
+        symbols.save(run_dir / "symbols.json")
+        stats.save(run_dir / "stats.json")
+    cfg = dataclasses.replace(cfg, audio=ds.info.audio, text=ds.info.text, dataset=str(Path(dataset_dir).resolve()),
+                              speakers=_speaker_table(cfg, ds))
+    if existing.exists():
+        old = load_yaml(RunConfig, existing)
+        if old.model != cfg.model or old.model_config != cfg.model_config or old.preset != cfg.preset:
+            raise ConfigError(f"{run_dir} already holds a {old.model}/{old.preset} run with other model settings; "
+                              "use a new --out folder or the same settings to resume")
+    model_config(cfg.model, cfg.preset, cfg.model_config)  # validates overrides early
+    save_yaml(cfg, existing)
+    return ds, cfg, symbols, stats
+
+
+def make_loaders(ds: PreparedDataset, cfg: RunConfig, symbols: SymbolTable, stats: FeatureStats,
+                 skip: tuple[int, int] | None = None):
+    spk = {s: i for i, s in enumerate(cfg.speakers)}
+    train_utts = ds.manifest("train")
+    val_utts = ds.manifest("val")
+    if cfg.train.overfit:
+        train_utts = sorted(train_utts, key=lambda u: u.id)[: cfg.train.overfit]
+        val_utts = train_utts
+    if not train_utts:
+        raise ConfigError(f"{ds.root}: the training split is empty; prepare more data")
+    if not val_utts:
+        val_utts = train_utts[: max(1, len(train_utts) // 10)]
+    train_set = TTSDataset(ds, train_utts, symbols, stats, spk)
+    val_set = TTSDataset(ds, val_utts, symbols, stats, spk)
+    bs = min(cfg.train.batch_size, len(train_set))
+    sampler = ResumableBatchSampler(train_set.lengths, bs, seed=cfg.train.seed, shuffle=True, skip=skip)
+    train_loader = DataLoader(train_set, batch_sampler=sampler, collate_fn=collate,
+                              num_workers=cfg.train.num_workers, persistent_workers=cfg.train.num_workers > 0)
+    val_sampler = BucketBatchSampler(val_set.lengths, bs, shuffle=False)
+    val_loader = DataLoader(val_set, batch_sampler=val_sampler, collate_fn=collate, num_workers=0)
+    return train_set, val_set, train_loader, val_loader
+
+
+def estimate_speed(model, lit_cls, cfg, symbols, stats, loader, n_steps: int = 3) -> Estimate:
+    """Measure seconds/step on a few real batches with a throw-away copy of the model and optimizer."""
+    m = copy.deepcopy(model)
+    lit = lit_cls(m, cfg, symbols, stats)
+    opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=cfg.optim.lr, fused=True)
+    m.train()
+    it = iter(loader)
+    times, samples = [], 0
+    for i in range(n_steps + 1):
+        try:
+            batch = next(it)
+        except StopIteration:
+            it = iter(loader)
+            batch = next(it)
+        t0 = time.perf_counter()
+        _, losses = lit.forward_losses(batch)
+        opt.zero_grad()
+        losses["loss"].backward()
+        opt.step()
+        if i > 0:  # the first step pays one-off allocation costs
+            times.append(time.perf_counter() - t0)
+            samples += len(batch)
+    sps = sum(times) / len(times)
+    steps = cfg.train.max_steps
+    eta = sps * steps * cfg.train.accumulate
+    if cfg.train.max_minutes:
+        eta = min(eta, cfg.train.max_minutes * 60)
+    del lit, m, opt
+    return Estimate(sps, samples / sum(times), peak_rss_mb(), eta, steps)
+
+
+def train(dataset_dir: str | os.PathLike, run_dir: str | os.PathLike, cfg: RunConfig, *, resume: bool | str = "auto",
+          dry_run: bool = False, console: Console | None = None, init_state: dict[str, torch.Tensor] | None = None,
+          setup_model=None) -> RunResult:
+    """Train ``cfg.model`` on a prepared dataset into ``run_dir``.
+
+    resume: 'auto' continues from RUN/checkpoints/last.ckpt when it exists; True requires it; False starts fresh.
+    init_state / setup_model: fine-tuning hooks (warm start weights, freezing).
+    """
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    from voicetrain.training.callbacks import HealthCheck, MetricsFile, SampleWriter
+    from voicetrain.training.checkpoint_io import AtomicCheckpointIO
+    from voicetrain.training.lit_module import TTSLightningModule
+
+    console = console or Console(stderr=True)
+    run_dir = Path(run_dir)
+    threads = cfg.train.threads or os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    ds, cfg, symbols, stats = prepare_run(dataset_dir, run_dir, cfg)
+    ckpt_dir = run_dir / "checkpoints"
+    ckpt_path: str | None = None
+    last = ckpt_dir / "last.ckpt"
+    if resume and resume != "auto" and not last.exists():
+        raise FileNotFoundError(f"--resume given but {last} does not exist")
+    if resume and last.exists():
+        ckpt_path = str(last)
+        console.print(f"resuming from {last}")
+
+    L.seed_everything(cfg.train.seed, workers=True, verbose=False)
+    mcfg = model_config(cfg.model, cfg.preset, cfg.model_config)
+    model = build_model(cfg.model, mcfg, len(symbols), cfg.audio.n_mels, len(cfg.speakers))
+    if init_state is not None:
+        model.load_state_dict(init_state)
+    if setup_model is not None:
+        setup_model(model)
+    lit = TTSLightningModule(model, cfg, symbols, stats)
+    if setup_model is not None and hasattr(setup_model, "trainable_speaker_rows"):
+        lit.trainable_speaker_rows = setup_model.trainable_speaker_rows
+
+    # resume position must be known before the loader is built: peek into the checkpoint
+    skip = None
+    if ckpt_path:
+        from voicetrain.inference.checkpoint import load_checkpoint_safe
+        data = load_checkpoint_safe(ckpt_path).get("voicetrain_data")
+        if data:
+            skip = (data["epoch"], data["batches_done"])
+    train_set, val_set, train_loader, val_loader = make_loaders(ds, cfg, symbols, stats, skip)
+
+    n_params = sum(p.numel() for p in model.parameters())
+    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    console.print(f"[bold]{cfg.model}[/bold] ({cfg.preset}): {n_params/1e6:.2f} M parameters, {n_train/1e6:.2f} M trainable; "
+                  f"{len(train_set)} train / {len(val_set)} val utterances; {len(cfg.speakers)} speaker(s); "
+                  f"{threads} thread(s)")
+    est = estimate_speed(model, TTSLightningModule, cfg, symbols, stats, train_loader)
+    console.print(f"estimate: {est.seconds_per_step:.2f} s/step, {est.samples_per_second:.1f} samples/s, "
+                  f"peak RSS {est.peak_rss_mb:.0f} MB; ETA {est.eta_seconds/60:.1f} min for "
+                  f"{cfg.train.max_steps} steps" + (f" (capped at {cfg.train.max_minutes} min)" if cfg.train.max_minutes else ""))
+    if dry_run:
+        return RunResult(str(run_dir), 0, 0.0, est.samples_per_second, est.peak_rss_mb, None, None, None, None, est,
+                         stopped_because="dry-run")
+
+    sentences = []
+    for i in range(min(cfg.train.n_sample_sentences, len(val_set))):
+        u = val_set.utts[i]
+        ids, _ = symbols.encode(u.phonemes)
+        sentences.append((u.id, ids, val_set.speakers[u.speaker]))
+
+    def make_synth(pl_module):
+        return Synthesizer.from_parts(pl_module.model, cfg, symbols, stats, griffin_lim_iters=16)
+
+    t = cfg.train
+    periodic = ModelCheckpoint(dirpath=ckpt_dir, filename="step={step}", auto_insert_metric_name=False,
+                               every_n_train_steps=t.checkpoint_every_steps, save_top_k=t.keep_last,
+                               monitor="step", mode="max", save_last=True, save_on_train_epoch_end=False)
+    best = ModelCheckpoint(dirpath=ckpt_dir, filename="best-step={step}", auto_insert_metric_name=False,
+                           monitor="val/loss", mode="min", save_top_k=1, save_last=False)
+    callbacks = [
+        HealthCheck(run_dir, cfg.optim.warmup_steps, patience=t.early_stopping_patience, console=console),
+        MetricsFile(run_dir, t.log_every_steps),
+        SampleWriter(run_dir, t.sample_every_steps, sentences, make_synth),
+        periodic, best,
+    ]
+    max_time = {"seconds": int(t.max_minutes * 60)} if t.max_minutes else None
+    val_every = min(t.val_every_steps, max(t.max_steps, 1))
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*LightningModule.*")
+    trainer = L.Trainer(
+        default_root_dir=str(run_dir), max_steps=t.max_steps, max_time=max_time,
+        accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, precision=t.precision,
+        accumulate_grad_batches=t.accumulate, gradient_clip_val=cfg.optim.grad_clip or None,
+        val_check_interval=val_every, check_val_every_n_epoch=None, num_sanity_val_steps=0,
+        log_every_n_steps=t.log_every_steps, callbacks=callbacks,
+        logger=TensorBoardLogger(str(run_dir), name="tb", version="", default_hp_metric=False),
+        plugins=[AtomicCheckpointIO()], enable_model_summary=False, benchmark=False,
+        enable_progress_bar=True,
+    )
+    start = time.time()
+    step0 = 0
+    if ckpt_path:
+        from voicetrain.inference.checkpoint import load_checkpoint_safe
+        step0 = int(load_checkpoint_safe(ckpt_path).get("global_step", 0))
+    trainer.fit(lit, train_dataloaders=train_loader, val_dataloaders=val_loader, ckpt_path=ckpt_path)
+    wall = time.time() - start
+    steps_done = trainer.global_step - step0
+    if trainer.global_step > 0 and not (ckpt_dir / "last.ckpt").exists() or _last_step(ckpt_dir) < trainer.global_step:
+        trainer.save_checkpoint(ckpt_dir / f"step={trainer.global_step}.ckpt")
+        trainer.save_checkpoint(ckpt_dir / "last.ckpt")
+    m = trainer.callback_metrics
+    stopped = "max_steps" if trainer.global_step >= t.max_steps else ("early stopping" if trainer.should_stop else "time limit")
+    result = RunResult(
+        run_dir=str(run_dir), steps=trainer.global_step, wall_seconds=wall,
+        samples_per_second=steps_done * t.batch_size * t.accumulate / wall if wall > 0 else 0.0,
+        peak_rss_mb=peak_rss_mb(),
+        final_train_loss=float(m["train/loss"]) if "train/loss" in m else None,
+        final_val_loss=float(m["val/loss"]) if "val/loss" in m else None,
+        best_checkpoint=best.best_model_path or None,
+        last_checkpoint=str(find_checkpoint(run_dir, "last")) if any(ckpt_dir.glob("*.ckpt")) else None,
+        estimate=est, stopped_because=stopped,
+    )
+    atomic_write_text(run_dir / "result.json", json.dumps(dataclasses.asdict(result), indent=1))
+    return result
+
+
+def _last_step(ckpt_dir: Path) -> int:
+    from voicetrain.inference.checkpoint import checkpoint_step
+
+    steps = [checkpoint_step(p) for p in ckpt_dir.glob("step=*.ckpt")]
+    return max(steps, default=-1)
