@@ -27,6 +27,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import numpy as np
 
@@ -42,6 +43,7 @@ PREPARE_VERSION = 1
 MIN_JOBS_FOR_POOL = 16
 """Below this many utterances to process, starting worker processes costs more than it saves."""
 WORK_DIR = ".work"
+T = TypeVar("T")
 # Imported once by the forkserver so that workers start warm; librosa loads its
 # submodules lazily (seconds on first use), hence the explicit names.
 _PRELOAD = ["voicetrain.data.prepare", "voicetrain.audio.features", "voicetrain.audio.trim", "librosa.effects",
@@ -266,7 +268,12 @@ def _main_is_importable() -> bool:
     return path is None or os.path.isfile(path)
 
 
-def _run_audio_stage(jobs: list[AudioJob], workers: int, progress: bool) -> dict[str, AudioResult]:
+def _run_audio_stage(jobs: list[AudioJob], workers: int, progress: bool,
+                     meanwhile: Callable[[], T] = lambda: None) -> tuple[dict[str, AudioResult], T]:
+    """Process ``jobs``; ``meanwhile`` runs in this process while the workers start and work.
+
+    Returns the results by id and what ``meanwhile`` returned.
+    """
     from tqdm import tqdm
 
     results: dict[str, AudioResult] = {}
@@ -290,6 +297,7 @@ def _run_audio_stage(jobs: list[AudioJob], workers: int, progress: bool) -> dict
             threads = torch.get_num_threads()
             torch.set_num_threads(1)  # small STFTs: one thread is faster than two here
             try:
+                side = meanwhile()
                 vad_model = _load_vad(jobs[0].qc_cfg) if jobs else None
                 for j in jobs:
                     done([process_audio(j, vad_model)])
@@ -305,11 +313,13 @@ def _run_audio_stage(jobs: list[AudioJob], workers: int, progress: bool) -> dict
             chunks = [jobs[i:i + size] for i in range(0, len(jobs), size)]
             with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker) as pool:
                 futures = [pool.submit(process_chunk, c) for c in chunks]
+                # The forkserver spends seconds importing torch on one core: use the other.
+                side = meanwhile()
                 for fut in as_completed(futures):
                     done(fut.result())
     finally:
         bar.close()
-    return results
+    return results, side
 
 
 # ---------------------------------------------------------------- text stage
@@ -407,14 +417,22 @@ def prepare(cfg: PrepareConfig) -> PrepareResult:
     root.mkdir(parents=True, exist_ok=True)
     (root / WORK_DIR).mkdir(exist_ok=True)
 
-    text = _text_stage(corpus.items, cfg.text)
-    issues: dict[str, list[Issue]] = {it.id: list(it.issues) + text[it.id].issues for it in corpus.items}
-
+    # Audio does not depend on phonemes: the text stage runs in this process while the
+    # audio workers start. Only transcript problems the reader already found skip audio.
     jobs = [AudioJob(it.id, str(it.audio), str(root / "wavs" / it.speaker / f"{it.id}.wav"),
                      f"wavs/{it.speaker}/{it.id}.wav", str(root), str(root / WORK_DIR / "done" / f"{it.id}.json"),
                      cfg.audio, cfg.qc)
-            for it in corpus.items if it.audio is not None and not any(i.is_error for i in issues[it.id])]
-    audio = _run_audio_stage(jobs, max(1, cfg.workers), cfg.progress)
+            for it in corpus.items if it.audio is not None and not any(i.is_error for i in it.issues)]
+
+    def text_and_imports() -> dict[str, _TextResult]:
+        text = _text_stage(corpus.items, cfg.text)
+        import matplotlib.backends.backend_agg  # noqa: F401 - the report needs it; importing takes ~1 s
+        import matplotlib.figure  # noqa: F401
+
+        return text
+
+    audio, text = _run_audio_stage(jobs, max(1, cfg.workers), cfg.progress, text_and_imports)
+    issues: dict[str, list[Issue]] = {it.id: list(it.issues) + text[it.id].issues for it in corpus.items}
     for uid, r in audio.items():
         issues[uid] += [Issue.from_dict(d) for d in r.issues]
 

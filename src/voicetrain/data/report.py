@@ -50,11 +50,14 @@ def write_qc_json(path: Path, corpus: "Corpus", cfg: "PrepareConfig", issues: di
     atomic_write_text(path, json.dumps(data, indent=1, ensure_ascii=False))
 
 
-def _plots(root: Path, utts: dict[str, "Utterance"], audio: dict[str, "AudioResult"]) -> list[str]:
-    import matplotlib
+def _subplots(figure_cls, figsize: tuple[float, float]):
+    fig = figure_cls(figsize=figsize)
+    return fig, fig.add_subplot()
 
-    matplotlib.use("Agg")  # no display on a build machine
-    import matplotlib.pyplot as plt
+
+def _plots(root: Path, utts: dict[str, "Utterance"], audio: dict[str, "AudioResult"]) -> list[str]:
+    # Figure objects without pyplot: no global backend switch, no display needed.
+    from matplotlib.figure import Figure
 
     from voicetrain.config import atomic_write_bytes
 
@@ -68,19 +71,18 @@ def _plots(root: Path, utts: dict[str, "Utterance"], audio: dict[str, "AudioResu
 
         buf = io.BytesIO()
         # fixed margins: tight_layout costs as much as drawing the figure
-        fig.subplots_adjust(left=0.12, right=0.97, top=0.95, bottom=0.3 if name.startswith("loudness") else 0.18)
+        fig.subplots_adjust(left=0.12, right=0.97, top=0.95, bottom=0.42 if name.startswith("loudness") else 0.18)
         fig.savefig(buf, format="png", dpi=80)
-        plt.close(fig)
         atomic_write_bytes(out / name, buf.getvalue())
         names.append(name)
 
-    fig, ax = plt.subplots(figsize=(6, 3))
+    fig, ax = _subplots(Figure, figsize=(6, 3))
     ax.hist([u.duration for u in utts.values()], bins=30, color="#4a7")
     ax.set_xlabel("duration after trimming (s)")
     ax.set_ylabel("utterances")
     save(fig, "durations.png")
 
-    fig, ax = plt.subplots(figsize=(6, 3))
+    fig, ax = _subplots(Figure, figsize=(6, 3))
     for spk in speakers:
         rates = [count_phones(u.phonemes) / u.duration for u in utts.values() if u.speaker == spk and u.duration > 0]
         ax.hist(rates, bins=20, alpha=0.5, label=spk)
@@ -90,7 +92,7 @@ def _plots(root: Path, utts: dict[str, "Utterance"], audio: dict[str, "AudioResu
         ax.legend(fontsize=6)
     save(fig, "speaking_rate.png")
 
-    fig, ax = plt.subplots(figsize=(max(4, 0.6 * len(speakers) + 2), 3))
+    fig, ax = _subplots(Figure, figsize=(max(4, 0.6 * len(speakers) + 2), 4.5))
     data = [[audio[u.id].loudness_lufs for u in utts.values()
              if u.speaker == spk and math.isfinite(audio[u.id].loudness_lufs)] or [float("nan")] for spk in speakers]
     ax.boxplot(data)
