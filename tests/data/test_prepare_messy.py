@@ -178,3 +178,15 @@ def test_prepare_rerun_reuses_finished_work(messy):
     assert again.n_reused == first.n_items - 3
     assert (out / "train.jsonl").read_bytes() == manifest
     assert _hashes(src) == before
+
+
+def test_prepare_with_silero_vad(demo_corpus_dir, tmp_path):
+    import dataclasses
+
+    from voicetrain.config import QCConfig
+
+    out = tmp_path / "silero"
+    r = prepare(PrepareConfig(input=str(demo_corpus_dir), out=str(out), workers=1,
+                              qc=dataclasses.replace(QCConfig(), vad="silero")))
+    assert r.n_kept == r.n_items == 12
+    assert PreparedDataset.open(out).info.qc.vad == "silero"

@@ -413,7 +413,8 @@ def prepare(cfg: PrepareConfig) -> PrepareResult:
         raise CorpusFormatError(f"input {src} does not exist; pass the folder holding your recordings")
     root = Path(cfg.out)
     _check_paths(src, root)
-    corpus = read_corpus(src, cfg.format)
+    # Absolute source paths in the manifest and qc.json stay valid from any working directory.
+    corpus = read_corpus(src.resolve(), cfg.format)
     root.mkdir(parents=True, exist_ok=True)
     (root / WORK_DIR).mkdir(exist_ok=True)
 
