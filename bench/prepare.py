@@ -124,6 +124,7 @@ def main() -> None:
         "wall_seconds": round(wall, 2),
         "utterances_per_second": round(result.n_items / wall, 1),
         "x_real_time": round(result.audio_seconds / wall, 1),
+        "stage_seconds": result.stage_seconds,
         "rerun_wall_seconds": round(rerun_wall, 2),
         "rerun_reused": rerun.n_reused,
         "peak_rss_mb_self": round(self_kb / 1024, 1),

@@ -124,6 +124,8 @@ class PrepareResult:
     audio_seconds: float
     """Seconds of source audio decoded by this run (reused utterances count zero)."""
     elapsed: float
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    """Wall seconds of 'read', 'audio' (worker start-up and the text stage overlap it) and 'write'."""
 
 
 # ---------------------------------------------------------------- audio stage (runs in workers)
@@ -432,7 +434,9 @@ def prepare(cfg: PrepareConfig) -> PrepareResult:
 
         return text
 
+    t_read = time.perf_counter()
     audio, text = _run_audio_stage(jobs, max(1, cfg.workers), cfg.progress, text_and_imports)
+    t_audio = time.perf_counter()
     issues: dict[str, list[Issue]] = {it.id: list(it.issues) + text[it.id].issues for it in corpus.items}
     for uid, r in audio.items():
         issues[uid] += [Issue.from_dict(d) for d in r.issues]
@@ -506,7 +510,9 @@ def prepare(cfg: PrepareConfig) -> PrepareResult:
                          hours=hours, speakers=speakers, reasons=reasons, warnings=warnings,
                          n_reused=sum(r.reused for r in audio.values()),
                          audio_seconds=sum(r.source_seconds for r in audio.values() if not r.reused),
-                         elapsed=time.perf_counter() - t0)
+                         elapsed=time.perf_counter() - t0,
+                         stage_seconds={"read": round(t_read - t0, 3), "audio": round(t_audio - t_read, 3),
+                                        "write": round(time.perf_counter() - t_audio, 3)})
 
 
 def _csv(s: str) -> str:
