@@ -241,11 +241,28 @@ def process_audio(job: AudioJob, vad_model=None) -> AudioResult:
     return finish()
 
 
-def _init_worker() -> None:
+def _init_worker(main_pid: int) -> None:
     # Two worker processes on two cores: intra-op threads would only oversubscribe them.
+    import threading
+
     import torch
 
     torch.set_num_threads(1)
+    # If the main process is killed (SIGKILL, OOM), ProcessPoolExecutor's workers wait
+    # forever on a queue whose write end they hold themselves, and keep the forkserver
+    # alive too. Exit when the main process is gone.
+    threading.Thread(target=_exit_when_gone, args=(main_pid,), daemon=True).start()
+
+
+def _exit_when_gone(pid: int, interval: float = 1.0) -> None:
+    while True:
+        time.sleep(interval)
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            os._exit(1)
+        except PermissionError:  # alive, owned by someone else: cannot happen for our parent
+            pass
 
 
 def _load_vad(qc: QCConfig):
@@ -313,7 +330,8 @@ def _run_audio_stage(jobs: list[AudioJob], workers: int, progress: bool,
             ctx.set_forkserver_preload(_PRELOAD)
             size = max(1, min(8, math.ceil(len(jobs) / (workers * 8))))
             chunks = [jobs[i:i + size] for i in range(0, len(jobs), size)]
-            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker) as pool:
+            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
+                                     initargs=(os.getpid(),)) as pool:
                 futures = [pool.submit(process_chunk, c) for c in chunks]
                 # The forkserver spends seconds importing torch on one core: use the other.
                 side = meanwhile()
