@@ -164,6 +164,8 @@ def read_ljspeech(root: Path, speaker: str | None = None) -> Corpus:
             continue
         cols = line.split("|")
         raw_id = cols[0].strip()
+        if Path(raw_id).suffix.lower() in AUDIO_EXTENSIONS:  # some tools write "LJ001.wav|..."
+            raw_id = raw_id[: -len(Path(raw_id).suffix)]
         if not raw_id:
             warnings.append(f"{meta}:{n}: line has no id; skipped")
             continue
