@@ -51,7 +51,8 @@ class MetricsFile(L.Callback):
         self.start = time.time()
         self.time_offset = 0.0
 
-    def on_fit_start(self, trainer, pl_module) -> None:
+    def on_train_start(self, trainer, pl_module) -> None:
+        # global_step is restored from a checkpoint only after on_fit_start
         step = trainer.global_step
         if self.path.exists():
             with open(self.path, newline="") as f:
