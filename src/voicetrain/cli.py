@@ -66,6 +66,7 @@ def prepare_cmd(
     from voicetrain.config import AudioConfig, QCConfig, TextConfig
     from voicetrain.data.formats import CorpusFormatError
     from voicetrain.data.prepare import PrepareConfig, PrepareError, prepare
+    from voicetrain.text.phonemize import PhonemizerError
 
     cfg = PrepareConfig(
         input=str(input), out=str(out), format=format,
@@ -76,7 +77,7 @@ def prepare_cmd(
     )
     try:
         r = prepare(cfg)
-    except (CorpusFormatError, PrepareError) as e:
+    except (CorpusFormatError, PrepareError, PhonemizerError) as e:
         _fail(str(e))
     typer.echo(f"{r.root}: {r.n_kept}/{r.n_items} utterances kept ({r.hours:.2f} h, {len(r.speakers)} speaker(s); "
                f"train {r.n_train}, val {r.n_val}); {r.n_reused} reused from an earlier run; {r.elapsed:.1f} s")
@@ -222,6 +223,59 @@ def align_cmd(
     typer.echo(f"{out}: {n} alignments (JSON + TextGrid)")
 
 # ---------------------------------------------------------------- evaluation (eval, eval-audio)
+
+
+@app.command("eval")
+def eval_cmd(
+    run: Path = typer.Argument(..., help="A RUN folder from `voicetrain train`."),
+    dataset: Optional[Path] = typer.Option(None, "--dataset", help="Prepared DATASET (default: the one in RUN/config.yaml)."),
+    texts: Optional[str] = typer.Option(
+        None, "--texts", help="Extra sentences to synthesize: TSV 'id<TAB>text', metadata.csv, one sentence per "
+        "line, or 'harvard' for the bundled Harvard sentences."),
+    checkpoints: Optional[str] = typer.Option(
+        None, "--checkpoints", help="best, last, all or steps like 1000,2000 (default: all with --select-best, else best)."),
+    select_best: bool = typer.Option(
+        False, "--select-best", help="Choose a checkpoint (CER first, MCD-DTW within noise) and record it in "
+        "RUN/selected_checkpoint.txt so synth uses it by default."),
+    max_utterances: int = typer.Option(20, "--max-utterances", help="At most N validation sentences (and N extra texts)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default RUN/eval)."),
+    no_dnsmos: bool = typer.Option(False, "--no-dnsmos", help="Skip DNSMOS (the slowest metric)."),
+    no_speaker: bool = typer.Option(False, "--no-speaker-similarity", help="Skip resemblyzer speaker similarity."),
+    max_reference_wavs: int = typer.Option(20, "--max-reference-wavs", help="Training wavs per speaker for its centroid."),
+    griffin_lim_iters: int = typer.Option(32, "--gl-iters", help="Griffin-Lim iterations for synthesis."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar with ETA on stderr."),
+) -> None:
+    """Synthesize the validation sentences with each checkpoint and score them beside the real recordings."""
+    from voicetrain.audio.io import AudioReadError
+    from voicetrain.evaluation.evaluate_run import RunEvalConfig, RunEvalError, evaluate_run
+    from voicetrain.inference.checkpoint import CheckpointError
+
+    cfg = RunEvalConfig(run=str(run), dataset=str(dataset) if dataset else None, texts=texts,
+                        checkpoints=checkpoints, select_best=select_best, max_utterances=max_utterances,
+                        out=str(out) if out else None, dnsmos=not no_dnsmos, speaker_similarity=not no_speaker,
+                        max_reference_wavs=max_reference_wavs, griffin_lim_iters=griffin_lim_iters, progress=progress)
+    try:
+        r = evaluate_run(cfg)
+    except (RunEvalError, CheckpointError, AudioReadError, FileNotFoundError, RuntimeError) as e:
+        _fail(str(e))
+
+    def pct(v):
+        return "-" if v is None else f"{100 * v:.1f}%"
+
+    def num(v):
+        return "-" if v is None else f"{v:.2f}"
+
+    real = r["real"]["means"]
+    typer.echo(f"real recordings: CER {pct(real.get('cer'))} WER {pct(real.get('wer'))} "
+               f"DNSMOS {num(real.get('dnsmos_ovrl'))} (the ceiling)")
+    for c in r["checkpoints"]:
+        m = c["val"]["means"]
+        typer.echo(f"{c['name']:>22}: CER {pct(m.get('cer'))} WER {pct(m.get('wer'))} MCD {num(m.get('mcd_db'))} dB "
+                   f"spk {num(c['all']['means'].get('speaker_similarity'))} DNSMOS {num(c['all']['means'].get('dnsmos_ovrl'))} "
+                   f"RTF {num(c['all'].get('rtf'))}")
+    if r["selection"]:
+        typer.echo(f"selected {r['selection']['selected']} -> {r['selection']['written']}")
+    typer.echo(f"report: {Path(r['out']) / 'report.html'}  data: {Path(r['out']) / 'eval.json'}")
 
 
 @app.command("eval-audio")

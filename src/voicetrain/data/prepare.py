@@ -33,10 +33,11 @@ import numpy as np
 
 from voicetrain.config import AudioConfig, QCConfig, TextConfig, atomic_write_text
 from voicetrain.data.cache import FEATURE_VERSION, FeatureStats, audio_hash, cache_path, load_features, save_features
-from voicetrain.data.formats import Corpus, CorpusFormatError, SourceItem, read_corpus
+from voicetrain.data.formats import CorpusFormatError, SourceItem, read_corpus
 from voicetrain.data.manifest import DatasetInfo, PreparedDataset, Utterance, write_jsonl
 from voicetrain.data.qc import (Issue, RateItem, Reason, check_source, check_trimmed, count_phones, duplicates,
                                 estimate_snr_db, rate_outliers)
+from voicetrain.text.phonemize import Phonemizer
 
 PREPARE_VERSION = 1
 """Bump when the audio stage changes meaning (invalidates every done marker)."""
@@ -333,10 +334,16 @@ def _run_audio_stage(jobs: list[AudioJob], workers: int, progress: bool,
             with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
                                      initargs=(os.getpid(),)) as pool:
                 futures = [pool.submit(process_chunk, c) for c in chunks]
-                # The forkserver spends seconds importing torch on one core: use the other.
-                side = meanwhile()
-                for fut in as_completed(futures):
-                    done(fut.result())
+                try:
+                    # The forkserver spends seconds importing torch on one core: use the other.
+                    side = meanwhile()
+                    for fut in as_completed(futures):
+                        done(fut.result())
+                except BaseException:
+                    # Fail now (bad --language, Ctrl-C), not after the queued utterances finish.
+                    for fut in futures:
+                        fut.cancel()
+                    raise
     finally:
         bar.close()
     return results, side
@@ -351,9 +358,8 @@ class _TextResult:
     issues: list[Issue] = field(default_factory=list)
 
 
-def _text_stage(items: list[SourceItem], text_cfg: TextConfig) -> dict[str, _TextResult]:
+def _text_stage(items: list[SourceItem], phonemizer: Phonemizer) -> dict[str, _TextResult]:
     from voicetrain.text.normalize import normalize_text
-    from voicetrain.text.phonemize import Phonemizer
 
     out: dict[str, _TextResult] = {}
     todo: list[str] = []
@@ -370,7 +376,7 @@ def _text_stage(items: list[SourceItem], text_cfg: TextConfig) -> dict[str, _Tex
             continue
         todo.append(it.id)
     if todo:
-        phon = Phonemizer(text_cfg.language, text_cfg.phonemizer)([out[i].normalized for i in todo])
+        phon = phonemizer([out[i].normalized for i in todo])
         for uid, p in zip(todo, phon):
             out[uid].phonemes = p
     by_id = {it.id: it for it in items}
@@ -438,6 +444,10 @@ def prepare(cfg: PrepareConfig) -> PrepareResult:
     root.mkdir(parents=True, exist_ok=True)
     (root / WORK_DIR).mkdir(exist_ok=True)
 
+    # A bad --language must fail before minutes of audio work, not after.
+    phonemizer = Phonemizer(cfg.text.language, cfg.text.phonemizer)
+    phonemizer(["a"])
+
     # Audio does not depend on phonemes: the text stage runs in this process while the
     # audio workers start. Only transcript problems the reader already found skip audio.
     jobs = [AudioJob(it.id, str(it.audio), str(root / "wavs" / it.speaker / f"{it.id}.wav"),
@@ -446,7 +456,7 @@ def prepare(cfg: PrepareConfig) -> PrepareResult:
             for it in corpus.items if it.audio is not None and not any(i.is_error for i in it.issues)]
 
     def text_and_imports() -> dict[str, _TextResult]:
-        text = _text_stage(corpus.items, cfg.text)
+        text = _text_stage(corpus.items, phonemizer)
         import matplotlib.backends.backend_agg  # noqa: F401 - the report needs it; importing takes ~1 s
         import matplotlib.figure  # noqa: F401
 
