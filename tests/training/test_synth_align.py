@@ -1,0 +1,78 @@
+"""synth and align on the tiny run, through the CLI in-process."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import soundfile as sf
+from typer.testing import CliRunner
+
+from voicetrain.cli import app
+from voicetrain.inference.synthesizer import Synthesizer
+from voicetrain.text.tokenizer import NoSpeakableTextError
+
+runner = CliRunner()
+
+
+def test_synth_cli_writes_wav(tiny_run, tmp_path):
+    out = tmp_path / "hello.wav"
+    r = runner.invoke(app, ["synth", str(tiny_run), "--text", "The birch canoe slid on the smooth planks.",
+                            "--out", str(out), "--gl-iters", "4"])
+    assert r.exit_code == 0, r.output
+    audio, sr = sf.read(out)
+    assert sr == 22050 and len(audio) > 0.1 * sr
+
+
+def test_synth_text_file(tiny_run, tmp_path):
+    texts = tmp_path / "t.tsv"
+    texts.write_text("a\tHello there.\nb\t!!!\nc\tIt costs $5.\n", encoding="utf-8")
+    r = runner.invoke(app, ["synth", str(tiny_run), "--text-file", str(texts), "--out-dir", str(tmp_path / "o"),
+                            "--gl-iters", "2"])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "o" / "a.wav").exists() and (tmp_path / "o" / "c.wav").exists()
+    assert not (tmp_path / "o" / "b.wav").exists()  # nothing speakable: skipped with a message
+
+
+def test_unspeakable_text_is_a_clear_error(tiny_run, tmp_path):
+    r = runner.invoke(app, ["synth", str(tiny_run), "--text", "?!... ;", "--out", str(tmp_path / "x.wav")])
+    assert r.exit_code == 1 and "no speakable content" in r.output
+    assert not (tmp_path / "x.wav").exists()
+
+
+def test_bounded_synthesis_of_long_text(tiny_run):
+    synth = Synthesizer.from_checkpoint(tiny_run, griffin_lim_iters=1)
+    text = ("This is a rather long sentence that keeps going, " * 40)[:2000]
+    wav, sr = synth.synthesize(text)
+    assert 0 < len(wav) / sr < 600
+    wav, sr = synth.synthesize("a")  # a single phoneme
+    assert len(wav) > 0
+    with pytest.raises(NoSpeakableTextError):
+        synth.synthesize("")
+    with pytest.raises(ValueError, match="unknown speaker"):
+        synth.synthesize("hello", speaker="nobody")
+
+
+def test_align_writes_json_and_textgrid(tiny_run, prepared_demo_dataset, tmp_path):
+    out = tmp_path / "align"
+    r = runner.invoke(app, ["align", str(tiny_run), str(prepared_demo_dataset), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    files = sorted(out.glob("*.json"))
+    assert len(files) == 12 and len(list(out.glob("*.TextGrid"))) == 12
+    data = json.loads(files[0].read_text())
+    frames = sum(a["frames"] for a in data["alignment"])
+    assert frames == round(data["duration"] * data["frames_per_second"])
+    assert data["alignment"][-1]["end"] == pytest.approx(data["duration"], abs=1e-3)
+    assert 'class = "IntervalTier"' in (out / (files[0].stem + ".TextGrid")).read_text()
+
+
+def test_train_cli_dry_run(prepared_demo_dataset, tmp_path):
+    r = runner.invoke(app, ["train", str(prepared_demo_dataset), "--out", str(tmp_path / "r"), "--preset", "tiny",
+                            "--dry-run", "--max-steps", "100"])
+    assert r.exit_code == 0, r.output
+    assert not (tmp_path / "r" / "checkpoints").exists()
+
+
+def test_train_cli_rejects_unknown_preset(prepared_demo_dataset, tmp_path):
+    r = runner.invoke(app, ["train", str(prepared_demo_dataset), "--out", str(tmp_path / "r"), "--preset", "huge"])
+    assert r.exit_code == 1 and "unknown preset 'huge'" in r.output
