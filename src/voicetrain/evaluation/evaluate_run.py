@@ -1,0 +1,637 @@
+"""Evaluate the checkpoints of a training run: ``voicetrain eval RUN``.
+
+For each chosen checkpoint the validation sentences of the run's dataset (and any
+extra texts, e.g. the Harvard sentences) are synthesized and scored with
+:func:`voicetrain.evaluation.evaluate_audio.evaluate_utterance`; the real
+validation recordings are scored the same way once, as the ceiling. The models
+behind the metrics are loaded once per process: one
+:class:`~voicetrain.evaluation.models.Evaluator` serves every checkpoint.
+
+What is measured, per synthesized utterance
+--------------------------------------------
+* intelligibility: CER / WER of pocketsphinx's transcript against the text; the
+  same figures for the real recordings are always reported beside them;
+* voice similarity: resemblyzer cosine to the target speaker's centroid (mean
+  embedding of at most ``max_reference_wavs`` *training* recordings of that
+  speaker, so no validation recording is compared with itself) and to every other
+  speaker's centroid; ``speaker_mismatch`` flags an utterance whose nearest
+  centroid is not the target;
+* quality: DNSMOS (P.835 / P.808); for validation sentences MCD-DTW, F0 RMSE and
+  voicing error against the real recording;
+* speed: real-time factor of synthesis (acoustic model + vocoder seconds per
+  second of audio).
+
+Overfitting (from RUN/metrics.csv), see :func:`overfitting_analysis`: the step
+of the lowest validation loss, and the step where the train/validation gap
+opens, defined as the first validation after which validation loss rises at two
+consecutive validations while the training loss keeps falling.
+
+Checkpoint selection (``select_best``), see :func:`select_checkpoint`::
+
+    CER_c   = mean CER over checkpoint c's synthesized sentences that have text
+              (validation sentences and --texts together)
+    tol     = max(cer_tolerance, SE), SE = standard error of the per-utterance
+              CERs of the checkpoint with the lowest CER (0 with < 2 sentences)
+    C       = { c : CER_c <= min_c CER_c + tol }          (equal within noise)
+    choice  = argmin over C of (MCD_c, CER_c, -step_c)    (MCD-DTW breaks the tie,
+              then CER, then the later checkpoint)
+
+A checkpoint without any CER (no text scored) ranks after every checkpoint with
+one; without MCD it ranks after those with one inside C. The choice is written
+atomically to RUN/selected_checkpoint.txt (a file name inside RUN/checkpoints),
+which ``find_checkpoint(run, 'best')`` — and so ``voicetrain synth`` — honours.
+
+Outputs in ``out`` (default RUN/eval): eval.json, report.html, plots/*.png,
+audio/real/ID.wav (copies of the real recordings) and audio/step_N/{val,texts}/ID.wav.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from voicetrain.config import AudioConfig, atomic_write_text
+from voicetrain.evaluation import metrics
+from voicetrain.evaluation.evaluate_audio import (
+    TranscriptError,
+    UtteranceEval,
+    _nan_to_none,
+    evaluate_utterance,
+    load_transcripts,
+    summarize,
+)
+from voicetrain.evaluation.models import Evaluator, torch_threads
+
+EVAL_SCHEMA_VERSION = 1
+
+HARVARD = "harvard"
+"""``texts=HARVARD`` uses the Harvard sentences shipped with voicetrain (held-out text for ARCTIC-trained voices)."""
+
+
+class RunEvalError(ValueError):
+    """The run, its dataset or an option cannot be evaluated; the message names the file and the fix."""
+
+
+@dataclass(frozen=True)
+class RunEvalConfig:
+    run: str
+    """RUN folder written by ``voicetrain train``."""
+    dataset: str | None = None
+    """Prepared DATASET folder; default: the one named in RUN/config.yaml."""
+    texts: str | None = None
+    """Extra sentences to synthesize: 'id<TAB>text' TSV, LJSpeech metadata.csv, one sentence per
+    line, or ``'harvard'`` for the bundled Harvard sentences. Scored without a reference recording."""
+    checkpoints: str | None = None
+    """'best', 'last', 'all' or comma-separated steps ('1000,2000'). Default: 'all' with
+    ``select_best``, else 'best'."""
+    select_best: bool = False
+    """Choose a checkpoint by the documented score and write RUN/selected_checkpoint.txt."""
+    max_utterances: int = 20
+    """Cap on validation sentences, and separately on extra texts (first N of each)."""
+    out: str | None = None
+    """Output folder; default RUN/eval."""
+    dnsmos: bool = True
+    speaker_similarity: bool = True
+    max_reference_wavs: int = 20
+    """Training recordings per speaker that form its centroid (spread over the speaker's list)."""
+    griffin_lim_iters: int = 32
+    synth_threads: int | None = 1
+    """torch threads during synthesis (restored after each call); None leaves the process setting. One
+    thread measured 3-5x faster than two for the tiny model + Griffin-Lim on a loaded 2-core machine."""
+    cer_tolerance: float = 0.02
+    """Smallest CER difference treated as real when selecting (see :func:`select_checkpoint`)."""
+    progress: bool = True
+    """Show a progress bar with ETA on stderr."""
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+@dataclass(frozen=True)
+class CheckpointRef:
+    name: str
+    """File name inside RUN/checkpoints (what selected_checkpoint.txt records)."""
+    path: Path
+    step: int
+
+    @property
+    def label(self) -> str:
+        return f"step_{self.step:07d}"
+
+
+# When several files hold the same step, record the most stable name: step=N.ckpt is
+# only removed by rotation, best-step=N.ckpt when a better one appears, and
+# last.ckpt is overwritten by every later save.
+_NAME_PREFERENCE = ("step=", "best-step=", "")
+
+
+def _name_rank(name: str) -> int:
+    for i, prefix in enumerate(_NAME_PREFERENCE):
+        if name.startswith(prefix):
+            return i
+    return len(_NAME_PREFERENCE)
+
+
+def _stored_step(path: Path) -> int:
+    from voicetrain.inference.checkpoint import checkpoint_step, load_checkpoint_safe
+
+    step = checkpoint_step(path)
+    if step >= 0:
+        return step
+    return int(load_checkpoint_safe(path).get("global_step", 0))
+
+
+def resolve_checkpoints(run: str | os.PathLike, which: str) -> list[CheckpointRef]:
+    """``which`` ('best' | 'last' | 'all' | 'N,M,...') -> checkpoints sorted by step, one per step."""
+    from voicetrain.inference.checkpoint import find_checkpoint
+
+    run = Path(run)
+    ckdir = run / "checkpoints"
+    files = sorted(ckdir.glob("*.ckpt")) if ckdir.is_dir() else []
+    if not files:
+        raise RunEvalError(f"{ckdir}: no checkpoints (*.ckpt) to evaluate; train first "
+                           f"(`voicetrain train DATASET --out {run}`) or pass the right RUN folder")
+    which = which.strip()
+    if which == "all":
+        paths = files
+    elif which in ("best", "last"):
+        paths = [find_checkpoint(run, which)]
+    else:
+        paths = []
+        for part in which.split(","):
+            part = part.strip()
+            if not part.isdigit():
+                raise RunEvalError(f"--checkpoints {which!r}: expected best, last, all or steps like 1000,2000")
+            try:
+                paths.append(find_checkpoint(run, part))
+            except FileNotFoundError as e:
+                raise RunEvalError(str(e)) from None
+    # one entry per step, under the most stable of the names that hold it (last.ckpt -> step=N.ckpt)
+    stable: dict[int, Path] = {}
+    for f in files:
+        step = _stored_step(f)
+        if step not in stable or _name_rank(f.name) < _name_rank(stable[step].name):
+            stable[step] = f
+    by_step = {}
+    for p in paths:
+        step = _stored_step(p)
+        by_step[step] = stable.get(step, p)
+    return [CheckpointRef(p.name, p, s) for s, p in sorted(by_step.items())]
+
+
+def read_texts(spec: str | os.PathLike) -> list[tuple[str, str]]:
+    """Extra sentences as [(id, text)]: ``'harvard'``, a TSV / metadata.csv, or one sentence per line."""
+    if str(spec) == HARVARD:
+        path = Path(__file__).resolve().parents[1] / "data" / "prompts" / "harvard_sentences.tsv"
+    else:
+        path = Path(spec)
+    if not path.is_file():
+        raise RunEvalError(f"{path}: texts file not found (give a TSV 'id<TAB>text', metadata.csv, "
+                           f"one sentence per line, or '{HARVARD}')")
+    lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip() and not ln.startswith("#")]
+    if not lines:
+        raise RunEvalError(f"{path}: no sentences in the texts file")
+    if path.suffix.lower() == ".csv" or "\t" in lines[0] or "|" in lines[0]:
+        try:
+            return list(load_transcripts(path).items())
+        except TranscriptError as e:
+            raise RunEvalError(str(e)) from None
+    return [(f"text_{i:04d}", ln.strip()) for i, ln in enumerate(lines, 1)]
+
+
+def _spread(items: Sequence, n: int) -> list:
+    """At most ``n`` items spread evenly over the sequence (deterministic)."""
+    if len(items) <= n:
+        return list(items)
+    idx = np.linspace(0, len(items) - 1, n).round().astype(int)
+    return [items[i] for i in sorted(set(idx.tolist()))]
+
+
+# ----------------------------------------------------------------------------- overfitting
+
+
+def read_metrics_csv(path: str | os.PathLike) -> list[dict[str, float]]:
+    """RUN/metrics.csv -> rows of {column: float} (empty cells left out)."""
+    path = Path(path)
+    rows = []
+    with path.open(newline="", encoding="utf-8") as f:
+        for lineno, r in enumerate(csv.DictReader(f), start=2):
+            row = {}
+            for k, v in r.items():
+                if k is None or v in (None, ""):
+                    continue
+                try:
+                    row[k] = float(v)
+                except ValueError:
+                    raise RunEvalError(f"{path}:{lineno}: column {k!r} is not a number: {v!r}") from None
+            if "step" in row:
+                rows.append(row)
+    return rows
+
+
+def overfitting_analysis(rows: Sequence[dict[str, float]], key: str = "loss", rises: int = 2) -> dict[str, Any]:
+    """Train vs validation ``key`` over steps and where the gap between them opens.
+
+    * validation points: rows with ``val/{key}`` (the last row wins for a repeated step, e.g. after a resume);
+    * the training loss at validation step v_i is the mean of ``train/{key}`` over the
+      logged steps in (v_{i-1}, v_i] — it smooths the per-batch noise;
+    * ``min_val_step``: the validation with the lowest loss;
+    * ``gap_opens_step``: the first validation v_i after which validation loss rises at
+      ``rises`` (2) consecutive validations, val(v_i) < val(v_i+1) < val(v_i+2), while the
+      training loss keeps falling, train(v_i+2) < train(v_i). None when that never happens.
+    """
+    val: dict[int, float] = {}
+    for r in rows:
+        v = r.get(f"val/{key}")
+        if v is not None and math.isfinite(v):
+            val[int(r["step"])] = v
+    steps = sorted(val)
+    train_pts = sorted((int(r["step"]), r[f"train/{key}"]) for r in rows
+                       if r.get(f"train/{key}") is not None and math.isfinite(r[f"train/{key}"]))
+    train_at: list[float | None] = []
+    prev = -1
+    for s in steps:
+        window = [v for st, v in train_pts if prev < st <= s]
+        train_at.append(float(np.mean(window)) if window else None)
+        prev = s
+    val_list = [val[s] for s in steps]
+    out: dict[str, Any] = {
+        "key": key,
+        "definition": (f"first validation after which val/{key} rises at {rises} consecutive validations "
+                       f"while train/{key} (mean over the steps since the previous validation) keeps falling"),
+        "steps": steps, "val": val_list, "train": train_at,
+        "gap": [v - t if t is not None else None for v, t in zip(val_list, train_at)],
+        "min_val_step": None, "min_val": None, "gap_opens_step": None,
+        "train_points": [list(p) for p in train_pts],
+    }
+    if not steps:
+        return out
+    i_min = int(np.argmin(val_list))
+    out["min_val_step"], out["min_val"] = steps[i_min], val_list[i_min]
+    for i in range(len(steps) - rises):
+        rising = all(val_list[i + k + 1] > val_list[i + k] for k in range(rises))
+        t0, t1 = train_at[i], train_at[i + rises]
+        if rising and t0 is not None and t1 is not None and t1 < t0:
+            out["gap_opens_step"] = steps[i]
+            break
+    return out
+
+
+# ----------------------------------------------------------------------------- selection
+
+
+def select_checkpoint(candidates: Sequence[dict[str, Any]], cer_tolerance: float = 0.02) -> dict[str, Any]:
+    """Pick one checkpoint from ``[{name, step, cer, cer_values, mcd_db}]`` by the module's documented rule.
+
+    Returns {"selected": name, "step", "tolerance", "best_cer", "within_tolerance": [names], "ranking": [names]}.
+    """
+    if not candidates:
+        raise RunEvalError("no checkpoints to select from")
+    with_cer = [c for c in candidates if c.get("cer") is not None and math.isfinite(c["cer"])]
+    tol = cer_tolerance
+    best_cer = None
+    if with_cer:
+        best = min(with_cer, key=lambda c: (c["cer"], -c["step"]))
+        best_cer = best["cer"]
+        vals = [v for v in best.get("cer_values", []) if v is not None and math.isfinite(v)]
+        se = float(np.std(vals, ddof=1) / math.sqrt(len(vals))) if len(vals) >= 2 else 0.0
+        tol = max(cer_tolerance, se)
+    inf = float("inf")
+
+    def key(c):
+        cer = c.get("cer")
+        cer = cer if cer is not None and math.isfinite(cer) else inf
+        mcd = c.get("mcd_db")
+        mcd = mcd if mcd is not None and math.isfinite(mcd) else inf
+        within = best_cer is not None and cer <= best_cer + tol
+        # inside the tolerance: MCD first; outside: by CER (they rank after every candidate inside)
+        return (0, mcd, cer, -c["step"]) if within else (1, cer, mcd, -c["step"])
+
+    ranking = sorted(candidates, key=key)  # with no CER anywhere, every key is (1, inf, mcd, -step): MCD decides
+    chosen = ranking[0]
+    return {
+        "selected": chosen["name"], "step": chosen["step"], "tolerance": tol, "best_cer": best_cer,
+        "within_tolerance": [c["name"] for c in candidates if best_cer is not None and c.get("cer") is not None
+                             and c["cer"] <= best_cer + tol],
+        "ranking": [c["name"] for c in ranking],
+        "rule": "CER within max(cer_tolerance, standard error) of the lowest, then lowest MCD-DTW, then lowest "
+                "CER, then the later step",
+    }
+
+
+def write_selection(run: str | os.PathLike, name: str) -> Path:
+    """Record checkpoint file ``name`` (inside RUN/checkpoints) as the run's best, atomically."""
+    run = Path(run)
+    if not (run / "checkpoints" / name).is_file():
+        raise RunEvalError(f"{run / 'checkpoints' / name}: cannot select a checkpoint that does not exist")
+    path = run / "selected_checkpoint.txt"
+    atomic_write_text(path, name + "\n")
+    return path
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+@dataclass
+class _Item:
+    set: str
+    """'val' (has a real recording) or 'texts'."""
+    id: str
+    text: str
+    speaker: str
+    real_path: Path | None = None
+
+
+def _load_mono(path: Path) -> tuple[np.ndarray, int]:
+    from voicetrain.audio.io import load_audio, to_mono
+
+    audio, sr = load_audio(path)
+    return to_mono(audio), sr
+
+
+def _mean(vals: Iterable[float | None]) -> float | None:
+    v = [x for x in vals if x is not None and math.isfinite(x)]
+    return float(np.mean(v)) if v else None
+
+
+def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    evals = [r["_eval"] for r in rows]
+    means, counts = summarize(evals)
+    synth = sum(r.get("synth_seconds") or 0.0 for r in rows)
+    dur = sum(r["duration"] for r in rows)
+    mism = [r["speaker_mismatch"] for r in rows if r.get("speaker_mismatch") is not None]
+    return {
+        "n": len(rows), "means": means, "counts": counts, "audio_seconds": dur,
+        "synth_seconds": synth if any(r.get("synth_seconds") is not None for r in rows) else None,
+        "rtf": synth / dur if dur > 0 and any(r.get("synth_seconds") is not None for r in rows) else None,
+        "speaker_mismatch_rate": float(np.mean(mism)) if mism else None,
+    }
+
+
+def _row(ev: UtteranceEval, item: _Item, rel_audio: str, real_rel: str | None, synth_s: float | None,
+         match: metrics.SpeakerMatch | None) -> dict[str, Any]:
+    row = asdict(ev)
+    row.update({
+        "set": item.set, "speaker": item.speaker, "audio": rel_audio, "real_audio": real_rel,
+        "synth_seconds": synth_s, "rtf": synth_s / ev.duration if synth_s is not None and ev.duration > 0 else None,
+        "nearest_speaker": match.nearest if match else None,
+        "speaker_similarities": match.similarities if match else None,
+        "speaker_mismatch": match.mismatch if match else None,
+        "_eval": ev,
+    })
+    return row
+
+
+def _strip_private(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
+
+
+class _Progress:
+    """A rich progress bar with ETA over all units of work, or nothing."""
+
+    def __init__(self, enabled: bool, total: int):
+        self._p = None
+        if enabled:
+            from rich.console import Console
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                       TimeRemainingColumn)
+
+            self._p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                               console=Console(stderr=True), transient=False)
+            self._task = self._p.add_task("eval", total=total)
+
+    def __enter__(self):
+        if self._p:
+            self._p.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self._p:
+            self._p.stop()
+
+    def step(self, description: str) -> None:
+        if self._p:
+            self._p.update(self._task, advance=1, description=description)
+
+    def describe(self, description: str) -> None:
+        if self._p:
+            self._p.update(self._task, description=description)
+
+
+def evaluate_run(cfg: RunEvalConfig, *, evaluator: Evaluator | None = None) -> dict[str, Any]:
+    """Synthesize and score the chosen checkpoints of ``cfg.run``; write eval.json, plots and report.html.
+
+    Returns the eval.json content (a dict). Raises :class:`RunEvalError` for a run
+    without checkpoints, a missing dataset, an unreadable texts file, etc.
+    """
+    from voicetrain.audio.io import save_wav
+    from voicetrain.config import ConfigError, load_yaml
+    from voicetrain.data.manifest import PreparedDataset
+    from voicetrain.evaluation import report
+    from voicetrain.inference.checkpoint import load_model
+    from voicetrain.inference.synthesizer import Synthesizer
+    from voicetrain.run_config import RunConfig
+    from voicetrain.text.tokenizer import NoSpeakableTextError
+
+    t_start = time.perf_counter()
+    run = Path(cfg.run)
+    if not run.is_dir():
+        raise RunEvalError(f"{run}: no such run folder (the --out folder of `voicetrain train`)")
+    which = cfg.checkpoints or ("all" if cfg.select_best else "best")
+    ckpts = resolve_checkpoints(run, which)
+    if cfg.max_utterances < 1:
+        raise RunEvalError(f"--max-utterances must be at least 1, got {cfg.max_utterances}")
+
+    # ---- dataset
+    run_cfg = None
+    if (run / "config.yaml").is_file():
+        try:
+            run_cfg = load_yaml(RunConfig, run / "config.yaml")
+        except ConfigError as e:
+            raise RunEvalError(str(e)) from None
+    ds_path = cfg.dataset or (run_cfg.dataset if run_cfg else "")
+    if not ds_path:
+        raise RunEvalError(f"{run / 'config.yaml'} names no dataset; pass --dataset DATASET")
+    try:
+        ds = PreparedDataset.open(ds_path)
+    except FileNotFoundError as e:
+        hint = "" if cfg.dataset else f" (named in {run / 'config.yaml'}; pass --dataset DATASET if it moved)"
+        raise RunEvalError(f"{e}{hint}") from None
+    val_utts = ds.manifest("val")[: cfg.max_utterances]
+    items = [_Item("val", u.id, u.text, u.speaker, ds.root / u.audio) for u in val_utts]
+    for it in items:
+        if not it.real_path.is_file():
+            raise RunEvalError(f"{it.real_path}: validation recording missing; re-run `voicetrain prepare`")
+    extra = read_texts(cfg.texts)[: cfg.max_utterances] if cfg.texts else []
+    if not items and not extra:
+        raise RunEvalError(f"{ds.root}: the validation split is empty and no --texts were given; nothing to synthesize")
+    val_speakers = list(dict.fromkeys(it.speaker for it in items))
+    speakers_for_texts = val_speakers or (run_cfg.speakers if run_cfg and run_cfg.speakers else list(ds.info.speakers))
+    for i, (tid, text) in enumerate(extra):
+        items.append(_Item("texts", tid, text, speakers_for_texts[i % len(speakers_for_texts)] if speakers_for_texts else ""))
+    n_val = sum(it.set == "val" for it in items)
+
+    out = Path(cfg.out) if cfg.out else run / "eval"
+    out.mkdir(parents=True, exist_ok=True)
+    audio_cfg: AudioConfig = ds.info.audio
+    evaluator = evaluator or Evaluator()
+    timings: dict[str, float] = {}
+
+    train_utts = ds.manifest("train")
+    by_speaker: dict[str, list] = {}
+    for u in train_utts:
+        by_speaker.setdefault(u.speaker, []).append(u)
+    ref_utts = {s: _spread(sorted(us, key=lambda u: u.id), cfg.max_reference_wavs) for s, us in by_speaker.items()}
+    n_ref = sum(len(v) for v in ref_utts.values()) if cfg.speaker_similarity else 0
+    total = n_ref + n_val + len(ckpts) * len(items)
+
+    with _Progress(cfg.progress, total) as prog:
+        # ---- speaker centroids from training recordings
+        centroids: dict[str, np.ndarray] = {}
+        if cfg.speaker_similarity:
+            for spk, us in ref_utts.items():
+                embs = []
+                for u in us:
+                    prog.step(f"speaker centroids ({spk})")
+                    t0 = time.perf_counter()
+                    embs.append(evaluator.speaker_encoder.embed(*_load_mono(ds.root / u.audio)))
+                    timings["speaker"] = timings.get("speaker", 0.0) + time.perf_counter() - t0
+                if embs:
+                    centroids[spk] = metrics.mean_embedding(embs)
+
+        def speaker_match(audio, sr, spk) -> metrics.SpeakerMatch | None:
+            if spk not in centroids:
+                return None
+            t0 = time.perf_counter()
+            emb = evaluator.speaker_encoder.embed(audio, sr)
+            timings["speaker"] = timings.get("speaker", 0.0) + time.perf_counter() - t0
+            return metrics.speaker_similarity(emb, centroids, spk)
+
+        # ---- the ceiling: real validation recordings
+        real_rows: list[dict[str, Any]] = []
+        real_audio: dict[str, tuple[np.ndarray, int]] = {}
+        real_rel: dict[str, str] = {}
+        for it in items:
+            if it.set != "val":
+                continue
+            prog.step(f"real recordings: {it.id}")
+            rel = f"audio/real/{it.id}.wav"
+            (out / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(it.real_path, out / rel)  # a copy: the report must survive moving DIR
+            audio, sr = _load_mono(it.real_path)
+            real_audio[it.id], real_rel[it.id] = (audio, sr), rel
+            ev = evaluate_utterance(evaluator, audio, sr, id=it.id, path=rel, text=it.text, dnsmos=cfg.dnsmos,
+                                    audio_cfg=audio_cfg, timings=timings)
+            match = speaker_match(audio, sr, it.speaker)
+            if match:
+                ev.speaker_similarity = match.target_similarity
+            real_rows.append(_row(ev, it, rel, rel, None, match))
+
+        # ---- each checkpoint
+        ck_results = []
+        for ck in ckpts:
+            prog.describe(f"{ck.name}: loading")
+            loaded = load_model(ck.path)
+            synth = Synthesizer.from_parts(loaded.model, loaded.run_cfg, loaded.symbols, loaded.stats,
+                                           griffin_lim_iters=cfg.griffin_lim_iters, checkpoint=str(ck.path))
+            rows, skipped = [], []
+            for it in items:
+                prog.step(f"{ck.name}: {it.set}/{it.id}")
+                spk = it.speaker if it.speaker in synth.speakers else None
+                t0 = time.perf_counter()
+                try:
+                    with torch_threads(cfg.synth_threads):
+                        wav, sr = synth.synthesize(it.text, spk)
+                except NoSpeakableTextError as e:
+                    skipped.append({"id": it.id, "set": it.set, "reason": str(e)})
+                    continue
+                synth_s = time.perf_counter() - t0
+                rel = f"audio/{ck.label}/{it.set}/{it.id}.wav"
+                save_wav(out / rel, wav, sr)
+                ref = real_audio.get(it.id) if it.set == "val" else None
+                try:
+                    ev = evaluate_utterance(evaluator, wav, sr, id=it.id, path=rel, text=it.text, reference=ref,
+                                            reference_path=real_rel.get(it.id) if ref else None,
+                                            dnsmos=cfg.dnsmos, audio_cfg=audio_cfg, timings=timings)
+                except Exception as e:  # name the utterance: a metric failure deep inside is otherwise anonymous
+                    raise RuntimeError(f"{ck.path}: evaluating {it.set} utterance {it.id!r} failed: {e}") from e
+                match = speaker_match(wav, sr, it.speaker)
+                if match:
+                    ev.speaker_similarity = match.target_similarity
+                rows.append(_row(ev, it, rel, real_rel.get(it.id) if it.set == "val" else None, synth_s, match))
+            val_rows = [r for r in rows if r["set"] == "val"]
+            text_rows = [r for r in rows if r["set"] == "texts"]
+            cer_values = [r["cer"] for r in rows if r["cer"] is not None]
+            ck_results.append({
+                "name": ck.name, "path": str(ck.path), "step": ck.step, "label": ck.label,
+                "val": _summary(val_rows), "texts": _summary(text_rows), "all": _summary(rows),
+                "score": {"cer": _mean(cer_values), "cer_values": cer_values,
+                          "mcd_db": _mean(r["mcd_db"] for r in val_rows)},
+                "skipped": skipped, "utterances": rows,
+            })
+            del synth, loaded
+
+    # ---- selection, overfitting, outputs
+    selection = None
+    if cfg.select_best:
+        selection = select_checkpoint(
+            [{"name": c["name"], "step": c["step"], **c["score"]} for c in ck_results], cfg.cer_tolerance)
+        selection["written"] = str(write_selection(run, selection["selected"]))
+    overfit = None
+    if (run / "metrics.csv").is_file():
+        mrows = read_metrics_csv(run / "metrics.csv")
+        overfit = {"loss": overfitting_analysis(mrows, "loss"), "mel": overfitting_analysis(mrows, "mel")}
+    qc = report.qc_summary(ds.root)
+
+    result: dict[str, Any] = {
+        "schema_version": EVAL_SCHEMA_VERSION,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "run": str(run.resolve()), "dataset": str(ds.root.resolve()), "out": str(out.resolve()),
+        "settings": {k: v for k, v in asdict(cfg).items() if k not in ("run", "out", "progress")} | {"checkpoints": which},
+        "speakers": {"target_speakers": val_speakers or speakers_for_texts, "centroids": sorted(centroids),
+                     "reference_wavs_per_speaker": {s: len(v) for s, v in ref_utts.items()} if cfg.speaker_similarity else {}},
+        "real": {**_summary(real_rows), "utterances": real_rows},
+        "checkpoints": ck_results,
+        "selection": selection,
+        "overfitting": overfit,
+        "qc": qc,
+        "timings": {"compute_seconds": timings, "load_seconds": dict(evaluator.load_seconds),
+                    "wall_seconds": None},
+        "plots": {}, "report": "report.html",
+    }
+    result["plots"] = report.write_plots(out, result)
+    result["timings"]["wall_seconds"] = time.perf_counter() - t_start
+    clean = _clean(result)
+    report.write_report(out, clean)
+    atomic_write_text(out / "eval.json", json.dumps(clean, indent=1, ensure_ascii=False) + "\n")
+    return clean
+
+
+def _clean(result: dict[str, Any]) -> dict[str, Any]:
+    """Drop the in-memory UtteranceEval objects and make the result JSON-ready (NaN -> None)."""
+    r = dict(result)
+    r["real"] = {**r["real"], "utterances": _strip_private(r["real"]["utterances"])}
+    r["checkpoints"] = [{**c, "utterances": _strip_private(c["utterances"])} for c in r["checkpoints"]]
+    return _nan_to_none(json.loads(json.dumps(r, default=_json_default)))
+
+
+def _json_default(o):
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, np.bool_):
+        return bool(o)
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
