@@ -155,9 +155,15 @@ def _plain(v: Any) -> Any:
 
 
 def _umask_mode() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
+    """0o666 minus the process umask, read without changing it (os.umask would race with threads)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except OSError:
+        pass
+    return 0o644
 
 
 def make_temp_file(target: Path, suffix: str = ".tmp") -> tuple[int, str]:

@@ -54,8 +54,9 @@ class TrainConfig:
     log_every_steps: int = 10
     early_stopping_patience: int = 0
     """Stop when validation loss has not improved for this many validations (0 = off)."""
-    max_frames_per_batch: int = 0
-    """Reserved for dynamic batching (0 = fixed batch size)."""
+    snapshot_minutes: list[float] = field(default_factory=list)
+    """Also keep a checkpoint when training wall time passes each of these marks (minutes),
+    saved as checkpoints/time=Mmin-step=N.ckpt: compare a voice after 1, 3, 5, 15 minutes."""
 
 
 @dataclass(frozen=True)

@@ -86,12 +86,18 @@ def f0_yin(audio: np.ndarray, cfg: AudioConfig) -> np.ndarray:
     return out[:n_frames]
 
 
-def extract_features(audio: np.ndarray, cfg: AudioConfig) -> dict[str, np.ndarray]:
-    """All training features of one utterance on one frame grid."""
-    mel = log_mel(audio, cfg)
+def extract_features(audio: np.ndarray, cfg: AudioConfig, mel_module: MelSpectrogram | None = None) -> dict[str, np.ndarray]:
+    """All training features of one utterance on one frame grid (one STFT for mel and energy).
+
+    Pass a ``mel_module`` built once per worker to avoid rebuilding the filterbank per utterance.
+    """
+    mel_module = mel_module or MelSpectrogram(cfg)
+    with torch.no_grad():
+        mag = mel_module.magnitude(torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))[None])[0]
+        mel = torch.log(torch.clamp(mel_module.fb @ mag, min=LOG_FLOOR)).numpy()
+        energy = torch.linalg.vector_norm(mag, dim=0).numpy()
     n = mel.shape[1]
-    energy = frame_energy(audio, cfg)[:n]
     f0 = f0_yin(audio, cfg)[:n]
     if len(f0) < n:
         f0 = np.pad(f0, (0, n - len(f0)))
-    return {"mel": mel.astype(np.float32), "energy": energy.astype(np.float32), "f0": f0.astype(np.float32)}
+    return {"mel": mel.astype(np.float32), "energy": energy[:n].astype(np.float32), "f0": f0.astype(np.float32)}

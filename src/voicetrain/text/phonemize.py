@@ -28,9 +28,15 @@ class Phonemizer:
     def _espeak(self):
         if self._backend is None:
             try:
+                import logging
+
                 from phonemizer.backend import EspeakBackend
+                # phonemizer warns "words count mismatch" whenever punctuation splits words
+                # differently; the output is still right, so keep only its errors.
+                quiet = logging.getLogger("voicetrain.phonemizer")
+                quiet.setLevel(logging.ERROR)
                 self._backend = EspeakBackend(self.language, preserve_punctuation=True, with_stress=True,
-                                              language_switch="remove-flags")
+                                              language_switch="remove-flags", logger=quiet)
             except RuntimeError as e:
                 raise PhonemizerError(
                     f"espeak-ng is not usable for language {self.language!r} ({e}); "

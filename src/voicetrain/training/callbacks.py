@@ -223,7 +223,9 @@ class HealthCheck(L.Callback):
                 self.warn("alignment", step,
                           f"alignment has not formed (diagonality {h['diagonality']:.2f}, focus {h['focus']:.2f}). "
                           "Check that transcripts match the audio (`voicetrain prepare` quarantines speaking-rate "
-                          "outliers), trim long silences, and lower the learning rate if the loss is noisy.")
+                          "outliers), trim long silences, and lower the learning rate if the loss is noisy."
+                          # model-specific remedies live with the model (e.g. Tacotron 2's guided attention)
+                          + getattr(pl_module.model, "alignment_advice", ""))
         # loss not decreasing after warm-up
         if step >= 3 * self.warmup and step >= 300:
             early = self._train_mean(self.warmup, self.warmup + 100)
@@ -254,3 +256,27 @@ class HealthCheck(L.Callback):
         if self.patience and self.bad_vals >= self.patience:
             self.warn("early-stop", step, f"validation loss has not improved for {self.patience} validations; stopping.")
             trainer.should_stop = True
+
+
+class TimeSnapshots(L.Callback):
+    """Saves a checkpoint when training wall time passes each mark (minutes), counted across resumes."""
+
+    def __init__(self, ckpt_dir: Path, minutes: list[float]):
+        self.ckpt_dir = ckpt_dir
+        self.marks = sorted(minutes)
+        self.start = time.time()
+        self.offset = 0.0
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.start = time.time()
+        done = [p for p in self.ckpt_dir.glob("time=*min-step=*.ckpt")]
+        self.marks = [m for m in self.marks if not any(p.name.startswith(f"time={m:g}min-") for p in done)]
+        timer = next((c for c in trainer.callbacks if type(c).__name__ == "Timer"), None)
+        if timer is not None:
+            self.offset = timer.time_elapsed("train")
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        elapsed = (self.offset + time.time() - self.start) / 60
+        while self.marks and elapsed >= self.marks[0]:
+            m = self.marks.pop(0)
+            trainer.save_checkpoint(self.ckpt_dir / f"time={m:g}min-step={trainer.global_step}.ckpt")

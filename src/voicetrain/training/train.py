@@ -181,7 +181,7 @@ def train(dataset_dir: str | os.PathLike, run_dir: str | os.PathLike, cfg: RunCo
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import TensorBoardLogger
 
-    from voicetrain.training.callbacks import HealthCheck, MetricsFile, SampleWriter
+    from voicetrain.training.callbacks import HealthCheck, MetricsFile, SampleWriter, TimeSnapshots
     from voicetrain.training.checkpoint_io import AtomicCheckpointIO
     from voicetrain.training.lit_module import TTSLightningModule
 
@@ -253,6 +253,8 @@ def train(dataset_dir: str | os.PathLike, run_dir: str | os.PathLike, cfg: RunCo
         SampleWriter(run_dir, t.sample_every_steps, sentences, make_synth),
         periodic, best,
     ]
+    if t.snapshot_minutes:
+        callbacks.append(TimeSnapshots(ckpt_dir, list(t.snapshot_minutes)))
     max_time = {"seconds": int(t.max_minutes * 60)} if t.max_minutes else None
     val_every = min(t.val_every_steps, max(t.max_steps, 1))
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
