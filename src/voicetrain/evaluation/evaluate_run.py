@@ -352,6 +352,23 @@ class _Item:
     real_path: Path | None = None
 
 
+def _run_info(path: Path) -> dict[str, Any]:
+    """The few RUN/config.yaml keys eval needs (dataset, speakers), read leniently.
+
+    Not through the strict RunConfig loader: eval must keep working on runs whose config
+    holds keys of another voicetrain version; the checkpoints carry their own config.
+    """
+    import yaml
+
+    if not path.is_file():
+        return {}
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise RunEvalError(f"{path}: unreadable ({e}); pass --dataset DATASET") from None
+    return data if isinstance(data, dict) else {}
+
+
 def _load_mono(path: Path) -> tuple[np.ndarray, int]:
     from voicetrain.audio.io import load_audio, to_mono
 
@@ -436,12 +453,11 @@ def evaluate_run(cfg: RunEvalConfig, *, evaluator: Evaluator | None = None) -> d
     without checkpoints, a missing dataset, an unreadable texts file, etc.
     """
     from voicetrain.audio.io import save_wav
-    from voicetrain.config import ConfigError, load_yaml
+    from voicetrain.config import ConfigError
     from voicetrain.data.manifest import PreparedDataset
     from voicetrain.evaluation import report
-    from voicetrain.inference.checkpoint import load_model
+    from voicetrain.inference.checkpoint import CheckpointError, load_model
     from voicetrain.inference.synthesizer import Synthesizer
-    from voicetrain.run_config import RunConfig
     from voicetrain.text.tokenizer import NoSpeakableTextError
 
     t_start = time.perf_counter()
@@ -454,13 +470,8 @@ def evaluate_run(cfg: RunEvalConfig, *, evaluator: Evaluator | None = None) -> d
         raise RunEvalError(f"--max-utterances must be at least 1, got {cfg.max_utterances}")
 
     # ---- dataset
-    run_cfg = None
-    if (run / "config.yaml").is_file():
-        try:
-            run_cfg = load_yaml(RunConfig, run / "config.yaml")
-        except ConfigError as e:
-            raise RunEvalError(str(e)) from None
-    ds_path = cfg.dataset or (run_cfg.dataset if run_cfg else "")
+    run_info = _run_info(run / "config.yaml")
+    ds_path = cfg.dataset or run_info.get("dataset") or ""
     if not ds_path:
         raise RunEvalError(f"{run / 'config.yaml'} names no dataset; pass --dataset DATASET")
     try:
@@ -477,7 +488,7 @@ def evaluate_run(cfg: RunEvalConfig, *, evaluator: Evaluator | None = None) -> d
     if not items and not extra:
         raise RunEvalError(f"{ds.root}: the validation split is empty and no --texts were given; nothing to synthesize")
     val_speakers = list(dict.fromkeys(it.speaker for it in items))
-    speakers_for_texts = val_speakers or (run_cfg.speakers if run_cfg and run_cfg.speakers else list(ds.info.speakers))
+    speakers_for_texts = val_speakers or list(run_info.get("speakers") or ds.info.speakers)
     for i, (tid, text) in enumerate(extra):
         items.append(_Item("texts", tid, text, speakers_for_texts[i % len(speakers_for_texts)] if speakers_for_texts else ""))
     n_val = sum(it.set == "val" for it in items)
@@ -542,7 +553,10 @@ def evaluate_run(cfg: RunEvalConfig, *, evaluator: Evaluator | None = None) -> d
         ck_results = []
         for ck in ckpts:
             prog.describe(f"{ck.name}: loading")
-            loaded = load_model(ck.path)
+            try:
+                loaded = load_model(ck.path)
+            except (CheckpointError, ConfigError) as e:
+                raise RunEvalError(f"{ck.path}: cannot load this checkpoint: {e}") from None
             synth = Synthesizer.from_parts(loaded.model, loaded.run_cfg, loaded.symbols, loaded.stats,
                                            griffin_lim_iters=cfg.griffin_lim_iters, checkpoint=str(ck.path))
             rows, skipped = [], []
