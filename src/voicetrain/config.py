@@ -85,6 +85,10 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "") -> T:
     """Build dataclass ``cls`` from a plain dict, recursively and strictly."""
     data = dict(data or {})
     data.pop("schema_version", None)
+    # keys that older versions wrote and that no longer mean anything: accepted and dropped,
+    # so runs and bundles from before an upgrade still load
+    for old in getattr(cls, "__removed_keys__", ()):
+        data.pop(old, None)
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(data) - names)

@@ -28,6 +28,7 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
+    __removed_keys__ = ("max_frames_per_batch",)
     batch_size: int = 16
     max_steps: int = 20000
     max_minutes: Optional[float] = None

@@ -101,6 +101,10 @@ def find_checkpoint(run_or_ckpt: str | os.PathLike, which: str = "best") -> Path
             cand = ckdir / selected.read_text().strip()
             if cand.exists():
                 return cand
+            import warnings
+            warnings.warn(f"{selected} names {cand.name}, which no longer exists (rotated by later training?); "
+                          "using the best checkpoint by validation loss. Re-run `voicetrain eval --select-best`.",
+                          stacklevel=2)
         best = sorted(ckdir.glob("best-*.ckpt"), key=checkpoint_step)
         if best:
             return best[-1]

@@ -24,15 +24,15 @@ from voicetrain.models.layers import FFTStack, VariancePredictor, average_by_dur
 class FastSpeech2Config:
     """Hyperparameters. The default is the CPU preset; see :data:`PRESETS` for others."""
 
-    hidden: int = 192
+    hidden: int = 160
     encoder_layers: int = 2
     decoder_layers: int = 2
     heads: int = 2
-    ff_dim: int = 384
+    ff_dim: int = 320
     """Channels of the convolutional feed-forward inside each FFT block."""
     ff_kernel: int = 3
     dropout: float = 0.1
-    predictor_filters: int = 192
+    predictor_filters: int = 160
     predictor_kernel: int = 3
     aligner_dim: int = 80
     postnet_layers: int = 0

@@ -176,7 +176,17 @@ def train(dataset_dir: str | os.PathLike, run_dir: str | os.PathLike, cfg: RunCo
 
     resume: 'auto' continues from RUN/checkpoints/last.ckpt when it exists; True requires it; False starts fresh.
     init_state / setup_model: fine-tuning hooks (warm start weights, freezing).
+    The process's torch thread count is restored afterwards.
     """
+    threads_before = torch.get_num_threads()
+    try:
+        return _train(dataset_dir, run_dir, cfg, resume=resume, dry_run=dry_run, console=console,
+                      init_state=init_state, setup_model=setup_model)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _train(dataset_dir, run_dir, cfg: RunConfig, *, resume, dry_run, console, init_state, setup_model) -> RunResult:
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import TensorBoardLogger
