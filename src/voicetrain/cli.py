@@ -160,6 +160,39 @@ def train_cmd(
     typer.echo(f"best checkpoint: {result.best_checkpoint}\nloss plot: {out / 'loss.png'}  TensorBoard: tensorboard --logdir {out / 'tb'}")
 
 
+@app.command("finetune")
+def finetune_cmd(
+    dataset: Path = typer.Argument(..., help="A prepared DATASET of the new voice (2-10 minutes is enough)."),
+    base: Path = typer.Option(..., "--from", help="Base voice: a RUN folder (its best checkpoint) or a checkpoint file."),
+    out: Path = typer.Option(..., "--out", help="RUN folder for the fine-tuned voice."),
+    strategy: str = typer.Option("speaker-embedding", "--strategy",
+                                 help="speaker-embedding (only the new speaker's vector trains), freeze-encoder, or full."),
+    speaker_name: Optional[str] = typer.Option(None, "--speaker-name", help="Name of the new speaker in the voice."),
+    freeze: Optional[str] = typer.Option(None, "--freeze", help="Extra modules/groups to freeze, comma-separated."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Default by strategy: 1e-2, 5e-4, 2e-4."),
+    max_steps: int = typer.Option(2000, "--max-steps"),
+    max_minutes: Optional[float] = typer.Option(None, "--max-minutes"),
+    batch_size: int = typer.Option(16, "--batch-size"),
+    early_stop: int = typer.Option(5, "--early-stop", help="Stop after N validations without improvement (0 = off)."),
+    threads: int = typer.Option(0, "--threads"),
+) -> None:
+    """Fine-tune a trained voice to a new speaker (freeze layers or train only the speaker embedding)."""
+    from voicetrain.config import ConfigError
+    from voicetrain.inference.checkpoint import CheckpointError
+    from voicetrain.training.finetune import FinetuneConfig, finetune
+
+    ft = FinetuneConfig(strategy=strategy, speaker_name=speaker_name or "",
+                        freeze=[f.strip() for f in (freeze or "").split(",") if f.strip()], lr=lr,
+                        max_steps=max_steps, max_minutes=max_minutes, batch_size=batch_size,
+                        early_stopping_patience=early_stop, threads=threads)
+    try:
+        result = finetune(dataset, base, out, ft)
+    except (ConfigError, CheckpointError, FileNotFoundError) as e:
+        _fail(str(e))
+    typer.echo(f"{out}: {result.steps} steps in {result.wall_seconds/60:.1f} min; val loss {result.final_val_loss}; "
+               f"trained {sum(result.extra['trainable_parameters'].values()):,} parameters; stopped: {result.stopped_because}")
+
+
 @app.command("synth")
 def synth_cmd(
     run: Path = typer.Argument(..., help="A RUN folder or a checkpoint file."),

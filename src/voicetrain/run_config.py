@@ -83,3 +83,7 @@ class RunConfig:
     """Module names whose parameters are frozen."""
     trainable_speakers: list[str] = field(default_factory=list)
     """When non-empty, only these rows of the speaker table receive gradient updates."""
+    speaker_map: dict[str, str] = field(default_factory=dict)
+    """Dataset speaker name -> speaker-table name (fine-tuning with --speaker-name)."""
+    finetune_strategy: str = ""
+    """'speaker-embedding', 'freeze-encoder', 'full' or '' for a run trained from scratch."""

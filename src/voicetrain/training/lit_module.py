@@ -45,6 +45,8 @@ class TTSLightningModule(L.LightningModule):
         self._rng_state: torch.Tensor | None = None
         self.last_val: dict[str, float] = {}
         self.last_val_batch: tuple[Batch, Any] | None = None
+        self.trainable_speaker_rows: list[int] | None = None
+        """Fine-tuning 'speaker-embedding': only these speaker-table rows may change."""
 
     # ----------------------------------------------------------------- steps
     def forward_losses(self, batch: Batch):
@@ -52,6 +54,12 @@ class TTSLightningModule(L.LightningModule):
         out = self.model(b.tokens, b.token_lens, b.mels, b.mel_lens, b.pitch, b.voiced, b.energy, b.speakers)
         losses = self.model.loss(out, b.mels, b.mel_lens, b.token_lens, step=int(self.global_step))
         return out, losses
+
+    def on_train_batch_start(self, batch, batch_idx) -> None:
+        # frozen modules run as at synthesis (no dropout): the trainable part learns
+        # against the network it will be used with; Lightning resets train() each epoch
+        for name in self.run_cfg.frozen:
+            getattr(self.model, name).eval()
 
     def training_step(self, batch: Batch, batch_idx: int):
         _, losses = self.forward_losses(batch)
@@ -88,7 +96,7 @@ class TTSLightningModule(L.LightningModule):
 
     def _mask_frozen_speaker_rows(self) -> None:
         """Fine-tuning 'speaker-embedding' strategy: only new speakers' rows may change."""
-        rows = getattr(self, "trainable_speaker_rows", None)
+        rows = self.trainable_speaker_rows
         emb = getattr(self.model, "speaker_embedding", None)
         if rows is None or emb is None or emb.weight.grad is None:
             return

@@ -118,6 +118,8 @@ def prepare_run(dataset_dir: str | os.PathLike, run_dir: str | os.PathLike, cfg:
 def make_loaders(ds: PreparedDataset, cfg: RunConfig, symbols: SymbolTable, stats: FeatureStats,
                  skip: tuple[int, int] | None = None):
     spk = {s: i for i, s in enumerate(cfg.speakers)}
+    for ds_name, name in cfg.speaker_map.items():
+        spk[ds_name] = spk[name]
     train_utts = ds.manifest("train")
     val_utts = ds.manifest("val")
     if cfg.train.overfit:
@@ -217,8 +219,7 @@ def _train(dataset_dir, run_dir, cfg: RunConfig, *, resume, dry_run, console, in
     if setup_model is not None:
         setup_model(model)
     lit = TTSLightningModule(model, cfg, symbols, stats)
-    if setup_model is not None and hasattr(setup_model, "trainable_speaker_rows"):
-        lit.trainable_speaker_rows = setup_model.trainable_speaker_rows
+    lit.trainable_speaker_rows = getattr(setup_model, "trainable_speaker_rows", None)
 
     # resume position must be known before the loader is built: peek into the checkpoint
     skip = None

@@ -1,0 +1,96 @@
+"""Fine-tuning: frozen weights stay bit-identical, old speakers unchanged, incompatible bases refused."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+import yaml
+
+from voicetrain.config import ConfigError
+from voicetrain.inference.checkpoint import find_checkpoint, load_checkpoint_safe, load_model
+from voicetrain.training.finetune import FinetuneConfig, IncompatibleBaseError, finetune
+
+FT = dict(max_steps=4, val_every_steps=2, batch_size=4, threads=1, early_stopping_patience=0)
+
+
+def _state(path):
+    return {k: v for k, v in load_checkpoint_safe(path)["state_dict"].items()}
+
+
+@pytest.fixture(scope="module")
+def speaker_ft(tmp_path_factory, tiny_run, prepared_demo_dataset):
+    run = tmp_path_factory.mktemp("ft") / "spk"
+    result = finetune(prepared_demo_dataset, tiny_run, run,
+                      FinetuneConfig(strategy="speaker-embedding", speaker_name="newvoice", **FT))
+    return run, result
+
+
+def test_speaker_embedding_strategy_trains_only_the_new_row(speaker_ft, tiny_run):
+    run, result = speaker_ft
+    base = _state(find_checkpoint(tiny_run, "best"))
+    tuned = _state(run / "checkpoints" / "last.ckpt")
+    for k, v in base.items():
+        if k == "model.speaker_embedding.weight":
+            assert torch.equal(tuned[k][: v.shape[0]], v), "existing speakers' rows changed"
+            assert tuned[k].shape[0] == v.shape[0] + 1
+            init = v.mean(0)
+            assert not torch.equal(tuned[k][-1], init), "the new speaker's row did not train"
+        else:
+            assert torch.equal(tuned[k], v), f"frozen parameter changed: {k}"
+    dim = base["model.speaker_embedding.weight"].shape[1]
+    assert result.extra["trainable_parameters"] == {"speaker_embedding": dim}
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    assert cfg["finetune_strategy"] == "speaker-embedding" and cfg["speakers"][-1] == "newvoice"
+    assert "encoder" in cfg["frozen"] and cfg["init_from"]
+
+
+def test_existing_speakers_sound_the_same(speaker_ft, tiny_run):
+    run, _ = speaker_ft
+    base = load_model(find_checkpoint(tiny_run, "best")).model
+    tuned = load_model(run / "checkpoints" / "last.ckpt").model
+    tokens = torch.randint(1, 20, (1, 15))
+    a, la = base.infer(tokens, torch.tensor([0]))
+    b, lb = tuned.infer(tokens, torch.tensor([0]))
+    assert torch.equal(la, lb) and torch.equal(a, b)
+
+
+def test_freeze_encoder_keeps_encoder_bit_identical(tmp_path, tiny_run, prepared_demo_dataset):
+    run = tmp_path / "fe"
+    finetune(prepared_demo_dataset, tiny_run, run, FinetuneConfig(strategy="freeze-encoder", **FT))
+    base = _state(find_checkpoint(tiny_run, "best"))
+    tuned = _state(run / "checkpoints" / "last.ckpt")
+    frozen = [k for k in base if k.startswith(("model.encoder.", "model.embedding."))]
+    assert frozen and all(torch.equal(base[k], tuned[k]) for k in frozen)
+    assert not torch.equal(base["model.decoder.blocks.0.conv1.weight"], tuned["model.decoder.blocks.0.conv1.weight"])
+
+
+def test_incompatible_sample_rate_is_refused(tmp_path, tiny_run, prepared_demo_dataset):
+    ds = tmp_path / "ds16k"
+    shutil.copytree(prepared_demo_dataset, ds)
+    info = yaml.safe_load((ds / "dataset.yaml").read_text())
+    info["audio"]["sample_rate"] = 16000
+    (ds / "dataset.yaml").write_text(yaml.safe_dump(info))
+    with pytest.raises(IncompatibleBaseError, match=r"audio.sample_rate: base 22050 vs dataset 16000"):
+        finetune(ds, tiny_run, tmp_path / "r", FinetuneConfig(**FT))
+
+
+def test_unseen_symbols_are_named(tmp_path, tiny_run, prepared_demo_dataset):
+    ds = tmp_path / "dsnew"
+    shutil.copytree(prepared_demo_dataset, ds)
+    lines = (ds / "train.jsonl").read_text(encoding="utf-8").splitlines()
+    row = json.loads(lines[0])
+    row["phonemes"] += " ʀǂ"
+    lines[0] = json.dumps(row, ensure_ascii=False)
+    (ds / "train.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(IncompatibleBaseError, match="never saw: .*'ʀ'.*'ǂ'"):
+        finetune(ds, tiny_run, tmp_path / "r", FinetuneConfig(**FT))
+
+
+def test_unknown_strategy_and_module(tmp_path, tiny_run, prepared_demo_dataset):
+    with pytest.raises(ConfigError, match="unknown strategy"):
+        finetune(prepared_demo_dataset, tiny_run, tmp_path / "r", FinetuneConfig(strategy="magic", **FT))
+    with pytest.raises(ConfigError, match="no such module or group"):
+        finetune(prepared_demo_dataset, tiny_run, tmp_path / "r2", FinetuneConfig(strategy="full", freeze=["brain"], **FT))
