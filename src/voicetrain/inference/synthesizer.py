@@ -37,6 +37,9 @@ class Synthesizer:
     speakers: list[str]
     checkpoint: str = ""
     sentence_pause: float = 0.25
+    threads: int = 1
+    """torch threads during synthesis. One is fastest here: on 2 busy cores, 2 threads made
+    Griffin-Lim 10x slower (bench/synth.py). Set for the call and restored afterwards."""
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, which: str = "best", vocoder: Vocoder | None = None,
@@ -88,6 +91,15 @@ class Synthesizer:
         if not 0.25 <= speed <= 4.0:
             raise ValueError(f"speed {speed} out of range [0.25, 4.0]")
         sid = self.speaker_id(speaker)
+        before = torch.get_num_threads()
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        try:
+            return self._synthesize(text, sid, speed)
+        finally:
+            torch.set_num_threads(before)
+
+    def _synthesize(self, text: str, sid: int, speed: float) -> tuple[np.ndarray, int]:
         pieces: list[np.ndarray] = []
         pause = np.zeros(int(self.sentence_pause * self.sample_rate), dtype=np.float32)
         for sentence in split_sentences(text):
