@@ -72,7 +72,7 @@ def main(argv=None) -> None:
     ap.add_argument("--marks", default="1,3,5,15")
     ap.add_argument("--model", default="fastspeech2")
     ap.add_argument("--preset", default="cpu")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=0, help="0 = auto (measured before training)")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--utterances", type=int, default=300)
     ap.add_argument("--sentences", type=int, default=20)

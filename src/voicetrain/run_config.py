@@ -42,7 +42,8 @@ class TrainConfig:
     num_workers: int = 0
     """DataLoader workers. 0 on a 2-core machine: features are cached, loading is cheap."""
     threads: int = 0
-    """torch intra-op threads (0 = number of CPU cores)."""
+    """torch intra-op threads. 0 = auto: 1 and all cores are both measured on real batches
+    before training and the faster is used (on 2 shared cores, 2 threads can be slower)."""
     seed: int = 0
     overfit: int = 0
     """Train on this many utterances only (proves the pipeline can memorize)."""

@@ -48,6 +48,8 @@ class Estimate:
     peak_rss_mb: float
     eta_seconds: float
     steps: int
+    threads: int = 0
+    measured: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -140,35 +142,49 @@ def make_loaders(ds: PreparedDataset, cfg: RunConfig, symbols: SymbolTable, stat
     return train_set, val_set, train_loader, val_loader
 
 
-def estimate_speed(model, lit_cls, cfg, symbols, stats, loader, n_steps: int = 3) -> Estimate:
-    """Measure seconds/step on a few real batches with a throw-away copy of the model and optimizer."""
+def estimate_speed(model, lit_cls, cfg, symbols, stats, loader, n_steps: int = 3,
+                   thread_options: tuple[int, ...] = ()) -> Estimate:
+    """Measure seconds/step on a few real batches with a throw-away copy of the model and optimizer.
+
+    With several ``thread_options`` each is measured on the same batches and the fastest is
+    left set: on 2 cores shared with other work, 2 torch threads can be several times slower
+    than 1, and only a measurement tells.
+    """
     m = copy.deepcopy(model)
     lit = lit_cls(m, cfg, symbols, stats)
     opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=cfg.optim.lr, fused=True)
     m.train()
-    it = iter(loader)
-    times, samples = [], 0
-    for i in range(n_steps + 1):
+    batches, it = [], iter(loader)
+    for _ in range(n_steps + 1):
         try:
-            batch = next(it)
+            batches.append(next(it))
         except StopIteration:
             it = iter(loader)
-            batch = next(it)
-        t0 = time.perf_counter()
-        _, losses = lit.forward_losses(batch)
-        opt.zero_grad()
-        losses["loss"].backward()
-        opt.step()
-        if i > 0:  # the first step pays one-off allocation costs
-            times.append(time.perf_counter() - t0)
-            samples += len(batch)
-    sps = sum(times) / len(times)
+            batches.append(next(it))
+    results = {}
+    for threads in thread_options or (torch.get_num_threads(),):
+        torch.set_num_threads(threads)
+        times, samples = [], 0
+        for i, batch in enumerate(batches):
+            t0 = time.perf_counter()
+            _, losses = lit.forward_losses(batch)
+            opt.zero_grad()
+            losses["loss"].backward()
+            opt.step()
+            if i > 0:  # the first step pays one-off allocation costs
+                times.append(time.perf_counter() - t0)
+                samples += len(batch)
+        results[threads] = (sum(times) / len(times), samples / sum(times))
+    best = min(results, key=lambda k: results[k][0])
+    torch.set_num_threads(best)
+    sps, samples_per_s = results[best]
     steps = cfg.train.max_steps
     eta = sps * steps * cfg.train.accumulate
     if cfg.train.max_minutes:
         eta = min(eta, cfg.train.max_minutes * 60)
     del lit, m, opt
-    return Estimate(sps, samples / sum(times), peak_rss_mb(), eta, steps)
+    return Estimate(sps, samples_per_s, peak_rss_mb(), eta, steps, best,
+                    {t: round(v[0], 3) for t, v in results.items()})
 
 
 def train(dataset_dir: str | os.PathLike, run_dir: str | os.PathLike, cfg: RunConfig, *, resume: bool | str = "auto",
@@ -199,7 +215,8 @@ def _train(dataset_dir, run_dir, cfg: RunConfig, *, resume, dry_run, console, in
 
     console = console or Console(stderr=True)
     run_dir = Path(run_dir)
-    threads = cfg.train.threads or os.cpu_count() or 1
+    cores = os.cpu_count() or 1
+    threads = cfg.train.threads or cores
     torch.set_num_threads(threads)
     ds, cfg, symbols, stats = prepare_run(dataset_dir, run_dir, cfg)
     ckpt_dir = run_dir / "checkpoints"
@@ -234,8 +251,12 @@ def _train(dataset_dir, run_dir, cfg: RunConfig, *, resume, dry_run, console, in
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
     console.print(f"[bold]{cfg.model}[/bold] ({cfg.preset}): {n_params/1e6:.2f} M parameters, {n_train/1e6:.2f} M trainable; "
                   f"{len(train_set)} train / {len(val_set)} val utterances; {len(cfg.speakers)} speaker(s); "
-                  f"{threads} thread(s)")
-    est = estimate_speed(model, TTSLightningModule, cfg, symbols, stats, train_loader)
+                  + (f"{threads} thread(s)" if cfg.train.threads else "threads: auto"))
+    options = (1, cores) if cfg.train.threads == 0 and cores > 1 else ()
+    est = estimate_speed(model, TTSLightningModule, cfg, symbols, stats, train_loader, thread_options=options)
+    if options:
+        console.print("threads: " + ", ".join(f"{t}: {s:.2f} s/step" for t, s in est.measured.items())
+                      + f" -> using {est.threads}")
     console.print(f"estimate: {est.seconds_per_step:.2f} s/step, {est.samples_per_second:.1f} samples/s, "
                   f"peak RSS {est.peak_rss_mb:.0f} MB; ETA {est.eta_seconds/60:.1f} min for "
                   f"{cfg.train.max_steps} steps" + (f" (capped at {cfg.train.max_minutes} min)" if cfg.train.max_minutes else ""))
