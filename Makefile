@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt .apt-installed
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade "pip>=24" 
 	$(PY) -m pip install -q -c constraints.txt torch==2.13.0
-	$(PY) -m pip install -q -c constraints.txt -e ".[eval,vad,dev]"
+	$(PY) -m pip install -q -c constraints.txt -e ".[eval,vad,dev,serve]"
 	$(PY) -m pip install -q --no-deps resemblyzer==0.1.4
 	@touch $@
 

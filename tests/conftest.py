@@ -2,7 +2,8 @@
 
 ``prepared_demo_dataset`` is the dataset the training, synthesis and evaluation
 tests build on; treat it as read-only (copy it with ``shutil.copytree`` before
-tampering with it).
+tampering with it). ``tiny_run`` is a tiny FastSpeech 2 run trained on it, shared by
+the training, synthesis, registry, export and serving tests (read-only too).
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
+from voicetrain.run_config import RunConfig, TrainConfig
 
 DEMO_UTTERANCES = 12
 
@@ -33,3 +36,19 @@ def prepared_demo_dataset(tmp_path_factory, demo_corpus_dir) -> Path:
     result = prepare(PrepareConfig(input=str(demo_corpus_dir), out=str(out)))
     assert result.n_kept == DEMO_UTTERANCES, result
     return out
+
+
+def tiny_cfg(**train) -> RunConfig:
+    base = dict(batch_size=4, max_steps=12, val_every_steps=6, checkpoint_every_steps=6, sample_every_steps=6,
+                log_every_steps=1, n_sample_sentences=1, threads=1)
+    base.update(train)
+    return RunConfig(preset="tiny", train=TrainConfig(**base))
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, prepared_demo_dataset) -> Path:
+    from voicetrain.training.train import train
+
+    run = tmp_path_factory.mktemp("runs") / "tiny"
+    train(prepared_demo_dataset, run, tiny_cfg())
+    return run

@@ -339,6 +339,151 @@ def eval_audio_cmd(
         typer.echo(f"wrote {out}")
 
 
+# ---------------------------------------------------------------- registry and serving (models, export, serve)
+
+models_app = typer.Typer(no_args_is_help=True, help="Save, version and inspect voices in the model store.")
+app.add_typer(models_app, name="models")
+
+_STORE_HELP = "Model store folder (default: $VOICETRAIN_HOME/models, else ~/.local/share/voicetrain/models)."
+
+
+def _store(store: Optional[Path]):
+    from voicetrain.registry.store import ModelStore
+
+    return ModelStore(store)
+
+
+@models_app.command("add")
+def models_add_cmd(
+    run: Path = typer.Argument(..., help="A training RUN folder (or a checkpoint file)."),
+    name: Optional[str] = typer.Option(None, "--name", help="Voice name (default: the run folder's name)."),
+    checkpoint: str = typer.Option("best", "--checkpoint", help="best, last or a step number."),
+    store: Optional[Path] = typer.Option(None, "--store", help=_STORE_HELP),
+) -> None:
+    """Register a run's checkpoint as the next immutable version (v1, v2, ...) of NAME."""
+    from voicetrain.config import ConfigError
+    from voicetrain.inference.checkpoint import CheckpointError
+    from voicetrain.registry.build import register_run
+    from voicetrain.registry.store import RegistryError
+
+    try:
+        path = register_run(run, name, checkpoint, _store(store))
+    except (RegistryError, CheckpointError, ConfigError, FileNotFoundError) as e:
+        _fail(str(e))
+    typer.echo(f"added {path.parent.name}@{path.name}: {path}")
+
+
+@models_app.command("list")
+def models_list_cmd(store: Optional[Path] = typer.Option(None, "--store", help=_STORE_HELP)) -> None:
+    """List every voice version with its tags."""
+    st = _store(store)
+    rows = st.list()
+    if not rows:
+        typer.echo(f"no voices in {st.root}; add one with `voicetrain models add RUN --name NAME`")
+        return
+    for b in rows:
+        tags = f"  [{', '.join(b.tags)}]" if b.tags else ""
+        typer.echo(f"{b.name}@{b.version}  {b.model}  {len(b.speakers)} speaker(s)  {b.created}{tags}")
+
+
+@models_app.command("show")
+def models_show_cmd(
+    ref: str = typer.Argument(..., help="NAME, NAME@VERSION or NAME@TAG."),
+    store: Optional[Path] = typer.Option(None, "--store", help=_STORE_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print card.json instead of card.md."),
+) -> None:
+    """Show a voice's model card."""
+    import json
+
+    from voicetrain.registry.store import RegistryError
+
+    try:
+        info = _store(store).show(ref)
+    except RegistryError as e:
+        _fail(str(e))
+    if as_json:
+        typer.echo(json.dumps(info, indent=1))
+        return
+    card = Path(info["path"]) / "card.md"
+    typer.echo(f"{info['name']}@{info['version']}  tags: {', '.join(info['tags']) or '-'}  path: {info['path']}\n")
+    typer.echo(card.read_text(encoding="utf-8") if card.exists() else "(no card.md)")
+
+
+@models_app.command("tag")
+def models_tag_cmd(
+    ref: str = typer.Argument(..., help="NAME@VERSION (or NAME@TAG) to tag."),
+    tag: str = typer.Argument(..., help="Tag name, e.g. prod."),
+    store: Optional[Path] = typer.Option(None, "--store", help=_STORE_HELP),
+) -> None:
+    """Point TAG at a version: NAME@TAG then resolves to it."""
+    from voicetrain.registry.store import RegistryError
+
+    try:
+        version = _store(store).tag(ref, tag)
+    except RegistryError as e:
+        _fail(str(e))
+    typer.echo(f"{ref.partition('@')[0]}@{tag} -> {version}")
+
+
+@models_app.command("remove")
+def models_remove_cmd(
+    ref: str = typer.Argument(..., help="NAME@VERSION to delete (its number is never reused)."),
+    store: Optional[Path] = typer.Option(None, "--store", help=_STORE_HELP),
+) -> None:
+    """Delete one version and the tags that pointed to it."""
+    from voicetrain.registry.store import RegistryError
+
+    try:
+        path = _store(store).remove(ref)
+    except RegistryError as e:
+        _fail(str(e))
+    typer.echo(f"removed {path}")
+
+
+@app.command("export")
+def export_cmd(
+    source: str = typer.Argument(..., help="A registered NAME[@VERSION|@TAG], a bundle folder, or a RUN folder."),
+    format: str = typer.Option("onnx", "--format", help="Only onnx for now."),
+    out: Path = typer.Option(..., "--out", help="Folder for model.onnx and model.onnx.json."),
+    checkpoint: str = typer.Option("best", "--checkpoint", help="With a RUN folder: best, last or a step number."),
+    store: Optional[Path] = typer.Option(None, "--store", help=_STORE_HELP),
+) -> None:
+    """Export the acoustic model (tokens -> mel) to ONNX with a JSON config beside it."""
+    from voicetrain.config import ConfigError
+    from voicetrain.inference.checkpoint import CheckpointError
+    from voicetrain.inference.export import ExportError, export_onnx
+    from voicetrain.registry.store import RegistryError
+
+    if format != "onnx":
+        _fail(f"unknown --format {format!r}; supported: onnx")
+    try:
+        r = export_onnx(source, out, store=_store(store), which=checkpoint)
+    except (ExportError, RegistryError, CheckpointError, ConfigError, FileNotFoundError) as e:
+        _fail(str(e))
+    typer.echo(f"{r.onnx} + {r.config.name} ({r.seconds:.1f} s)")
+
+
+@app.command("serve")
+def serve_cmd(
+    voices: Optional[list[str]] = typer.Argument(None, help="Voices to serve (NAME[@VERSION|@TAG] or bundle folders); "
+                                                        "default: every voice in the store at its latest version."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Bind address (localhost only by default)."),
+    port: int = typer.Option(8000, "--port"),
+    api_key: Optional[str] = typer.Option(None, "--api-key", envvar="VOICETRAIN_API_KEY",
+                                          help="Require this key (X-API-Key or Authorization: Bearer)."),
+    workers: int = typer.Option(2, "--workers", help="Concurrent syntheses (each uses one core; default: 2 cores)."),
+    store: Optional[Path] = typer.Option(None, "--store", help=_STORE_HELP),
+) -> None:
+    """Serve voices over HTTP: POST /v1/synthesize, GET /v1/voices, GET /healthz."""
+    from voicetrain.registry.store import RegistryError
+    from voicetrain.serving.http import serve
+
+    try:
+        serve(list(voices or []), store=_store(store), host=host, port=port, api_key=api_key, workers=workers)
+    except (RegistryError, ValueError, ImportError) as e:
+        _fail(str(e))
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     """Entry point; ``argv`` makes the CLI testable in-process."""
     app(args=argv, prog_name="voicetrain")

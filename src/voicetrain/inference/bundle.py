@@ -1,0 +1,113 @@
+"""Load a registry bundle into a ready-to-use voice. Never imports training code or Lightning.
+
+``load_voice("NAME")``, ``load_voice("NAME@v2")``, ``load_voice("NAME@prod")`` or
+``load_voice("/path/to/NAME/v2")``. Every file is checked against the bundle's
+sha256 manifest before anything is parsed; weights are read with safetensors (no pickle).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from voicetrain.registry.store import (
+    BUNDLE_SCHEMA_VERSION, VOICE_JSON, DamagedBundleError, ModelStore, RegistryError, is_bundle_dir, verify_bundle)
+
+
+@dataclass
+class BundleParts:
+    """A verified bundle's contents, before a Synthesizer is built (also used by ONNX export)."""
+
+    path: Path
+    info: dict[str, Any]
+    run_cfg: Any  # RunConfig
+    model: Any  # torch.nn.Module, eval mode
+    symbols: Any  # SymbolTable
+    stats: Any  # FeatureStats
+
+
+def resolve_voice(name_or_path: str | os.PathLike, store: ModelStore | str | os.PathLike | None = None) -> Path:
+    """A bundle folder path, or NAME[@VERSION|@TAG] looked up in ``store`` (default store when None)."""
+    p = Path(name_or_path)
+    if is_bundle_dir(p):
+        return p
+    s = str(name_or_path)
+    if os.sep in s or (p.exists() and not is_bundle_dir(p)):
+        raise RegistryError(f"{p} is not a voice bundle folder (no {VOICE_JSON}); give a bundle folder "
+                            "or a registered NAME[@VERSION] (see `voicetrain models list`)")
+    store = store if isinstance(store, ModelStore) else ModelStore(store)
+    return store.resolve(s)
+
+
+def load_bundle_parts(path: str | os.PathLike) -> BundleParts:
+    from safetensors.torch import load_file
+
+    from voicetrain.config import from_dict
+    from voicetrain.data.cache import FeatureStats
+    from voicetrain.models.registry import build_model, model_config
+    from voicetrain.run_config import RunConfig
+    from voicetrain.text.symbols import SymbolTable
+
+    path = Path(path)
+    verify_bundle(path)
+    vj = path / VOICE_JSON
+    try:
+        info = json.loads(vj.read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise DamagedBundleError(f"{vj} is not valid JSON ({e})") from None
+    if info.get("schema_version", 1) > BUNDLE_SCHEMA_VERSION:
+        raise RegistryError(f"{vj}: bundle schema_version {info['schema_version']} is newer than this voicetrain "
+                            f"understands ({BUNDLE_SCHEMA_VERSION}); upgrade voicetrain")
+    run_cfg = from_dict(RunConfig, info["run_config"], where=f"{vj}:run_config")
+    symbols = SymbolTable(tuple(info["symbols"]))
+    stats = FeatureStats(**info["stats"])
+    mcfg = model_config(run_cfg.model, run_cfg.preset, run_cfg.model_config)
+    model = build_model(run_cfg.model, mcfg, len(symbols), run_cfg.audio.n_mels, max(len(run_cfg.speakers), 1))
+    weights = path / info.get("weights", "model.safetensors")
+    try:
+        state = load_file(str(weights), device="cpu")
+        model.load_state_dict(state)
+    except Exception as e:  # noqa: BLE001 - name the file whatever safetensors/torch says
+        raise DamagedBundleError(f"{weights}: weights do not fit the {run_cfg.model} model described in "
+                                 f"{vj} ({type(e).__name__}: {e})") from None
+    model.eval()
+    return BundleParts(path, info, run_cfg, model, symbols, stats)
+
+
+@dataclass
+class Voice:
+    """A loaded voice: ``synthesize(text, speaker=None, speed=1.0) -> (float32 samples, sample_rate)``."""
+
+    name: str
+    version: str
+    path: Path
+    info: dict[str, Any]
+    synthesizer: Any  # voicetrain.inference.synthesizer.Synthesizer
+
+    @property
+    def sample_rate(self) -> int:
+        return self.synthesizer.sample_rate
+
+    @property
+    def speakers(self) -> list[str]:
+        return list(self.synthesizer.speakers)
+
+    def synthesize(self, text: str, speaker: str | int | None = None, speed: float = 1.0) -> tuple[np.ndarray, int]:
+        return self.synthesizer.synthesize(text, speaker=speaker, speed=speed)
+
+
+def load_voice(name_or_path: str | os.PathLike, store: ModelStore | str | os.PathLike | None = None,
+               griffin_lim_iters: int = 32) -> Voice:
+    """Load a registered voice (NAME, NAME@vN, NAME@TAG) or a bundle folder, hash-checked."""
+    from voicetrain.inference.synthesizer import Synthesizer
+
+    path = resolve_voice(name_or_path, store)
+    parts = load_bundle_parts(path)
+    synth = Synthesizer.from_parts(parts.model, parts.run_cfg, parts.symbols, parts.stats,
+                                   griffin_lim_iters=griffin_lim_iters, checkpoint=str(path))
+    return Voice(parts.info.get("name", path.parent.name), parts.info.get("version", path.name), path, parts.info, synth)

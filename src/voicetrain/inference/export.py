@@ -1,0 +1,173 @@
+"""Export the acoustic model to ONNX: tokens -> normalized log-mel, with a JSON config beside it.
+
+``FastSpeech2.infer`` does not trace as is: ``regulate_length`` uses
+``torch.searchsorted`` (no ONNX symbolic in the TorchScript exporter) and sizes
+its output with ``int(lens.max())``, which tracing would freeze to the example's
+length; ``infer`` also branches in Python on ``over.any()``. The wrapper below
+recomputes the same maths with export-friendly ops (a comparison-count instead of
+searchsorted, ``torch.where`` instead of the branch, ``arange`` of a tensor for the
+frame count) and reuses every trained submodule as is. ``tests/test_export.py``
+checks the ONNX graph against ``infer`` on several sentences and speeds.
+
+Griffin-Lim stays outside the graph (the runtime runs it in torch, see
+``onnx_runtime.py``): its 32 STFT/ISTFT iterations would export only as DFT
+loops, and any runtime can apply its own vocoder to the mel output.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from voicetrain.inference.bundle import BundleParts, load_bundle_parts
+from voicetrain.registry.store import ModelStore, RegistryError, VoiceRef, is_bundle_dir, sha256_file
+
+ONNX_FILE = "model.onnx"
+ONNX_CONFIG = "model.onnx.json"
+ONNX_SCHEMA_VERSION = 1
+INPUTS = ("tokens", "speakers", "speed")
+OUTPUTS = ("mel", "mel_lengths")
+
+
+class ExportError(RuntimeError):
+    pass
+
+
+class ExportableFastSpeech2(nn.Module):
+    """``FastSpeech2.infer`` for one utterance, traceable with dynamic token and frame counts.
+
+    forward(tokens (1, L) int64, speakers (1,) int64, speed () float32)
+      -> (mel (1, n_mels, T) normalized, mel_lengths (1,) int64)
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, tokens: torch.Tensor, speakers: torch.Tensor, speed: torch.Tensor):
+        m = self.model
+        cfg = m.cfg
+        L = tokens.shape[1]
+        token_lens = torch.ones_like(tokens).sum(1)
+        h, tmask, _ = m.encode(tokens, token_lens, speakers)
+        log_dur = m.duration_predictor(h, tmask)
+        dur = torch.clamp(torch.round((torch.exp(log_dur) - 1) / torch.clamp(speed, min=1e-3)),
+                          0, cfg.max_frames_per_token)
+        dur = (dur * tmask).long()
+        # every utterance gets at least one frame (infer's in-place dur[:, 0] = where(...))
+        first = torch.where(dur.sum(1) == 0, torch.ones_like(dur[:, 0]), dur[:, 0])
+        dur = torch.cat([first[:, None], dur[:, 1:]], dim=1)
+        # cap at max_frames (infer's `if over.any()` branch, as an unconditional where)
+        total = dur.sum(1, keepdim=True)
+        scale = cfg.max_frames / total.clamp(min=1)
+        dur = torch.where(total > cfg.max_frames, torch.floor(dur * scale).long(), dur)
+        pitch = m.pitch_predictor(h, tmask) * tmask
+        energy = m.energy_predictor(h, tmask)
+        hv = m._variance_embed(h, pitch, energy)
+        # regulate_length: token index of frame t = number of cumulative durations <= t
+        lens = dur.sum(1)
+        frames = torch.arange(lens.max().clamp(min=1))[None, :]  # (1, T); T from data, not the trace
+        cum = torch.cumsum(dur, dim=1)
+        idx = (cum[:, None, :] <= frames[:, :, None]).long().sum(-1).clamp(max=L - 1)
+        x = torch.gather(hv, 1, idx.unsqueeze(-1).expand(-1, -1, hv.shape[2]))
+        fmask = frames < lens[:, None]
+        x = x * fmask.unsqueeze(-1).to(x.dtype)
+        # FastSpeech2.decode after regulate_length
+        x = x + m.speaker_embedding(speakers)[:, None, :]
+        y = m.decoder(x, fmask)
+        mel = m.mel_out(y).transpose(1, 2)
+        if len(m.postnet):
+            r = mel
+            for i, conv in enumerate(m.postnet):
+                r = conv(r)
+                if i < len(m.postnet) - 1:
+                    r = torch.tanh(r)
+            mel = mel + r
+        return mel * fmask[:, None, :].to(mel.dtype), lens
+
+
+def load_source(source: str | os.PathLike, store: ModelStore | str | os.PathLike | None = None,
+                which: str = "best") -> tuple[BundleParts, str]:
+    """A bundle folder, a run folder / checkpoint file, or a registered NAME[@VERSION|@TAG]."""
+    p = Path(source)
+    if is_bundle_dir(p):
+        return load_bundle_parts(p), str(p)
+    if p.is_file() or (p.is_dir() and (p / "checkpoints").is_dir()):
+        from voicetrain.inference.checkpoint import find_checkpoint, load_model
+
+        ck = find_checkpoint(p, which)
+        lc = load_model(ck)
+        return BundleParts(ck, {"name": p.resolve().name, "version": f"step{lc.step}"}, lc.run_cfg, lc.model,
+                           lc.symbols, lc.stats), str(ck)
+    if p.exists():
+        raise ExportError(f"{p} is neither a voice bundle, a run folder with checkpoints/, nor a checkpoint file")
+    st = store if isinstance(store, ModelStore) else ModelStore(store)
+    path = st.resolve(VoiceRef.parse(str(source)))
+    return load_bundle_parts(path), f"{source} ({path})"
+
+
+@dataclass
+class ExportResult:
+    onnx: Path
+    config: Path
+    seconds: float
+
+
+def export_onnx(source: str | os.PathLike, out: str | os.PathLike, *, store=None, which: str = "best",
+                opset: int = 17) -> ExportResult:
+    """Write OUT/model.onnx and OUT/model.onnx.json for SOURCE (see :func:`load_source`)."""
+    import time
+
+    from voicetrain import __version__
+    from voicetrain.config import atomic_write_text, make_temp_file, to_dict
+
+    t0 = time.perf_counter()
+    parts, described = load_source(source, store, which)
+    if parts.run_cfg.model != "fastspeech2":
+        raise ExportError(f"ONNX export supports fastspeech2 voices; {described} is a {parts.run_cfg.model}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    wrapper = ExportableFastSpeech2(parts.model).eval()
+    example = (torch.ones(1, 8, dtype=torch.long) * min(10, len(parts.symbols) - 1), torch.zeros(1, dtype=torch.long),
+               torch.tensor(1.0))
+    target = out / ONNX_FILE
+    fd, tmp = make_temp_file(target)
+    os.close(fd)
+    try:
+        with warnings.catch_warnings():
+            # the TorchScript exporter announces its deprecation and warns about unpacking q, k, v
+            warnings.simplefilter("ignore")
+            torch.onnx.export(wrapper, example, tmp, dynamo=False, opset_version=opset,
+                              input_names=list(INPUTS), output_names=list(OUTPUTS),
+                              dynamic_axes={"tokens": {1: "tokens"}, "mel": {2: "frames"}})
+        os.replace(tmp, target)
+    except Exception as e:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise ExportError(f"exporting {described} to ONNX failed: {type(e).__name__}: {e}") from e
+    cfg = parts.run_cfg
+    config: dict[str, Any] = {
+        "schema_version": ONNX_SCHEMA_VERSION, "voicetrain_version": __version__,
+        "name": parts.info.get("name"), "version": parts.info.get("version"), "source": described,
+        "model": cfg.model, "onnx": ONNX_FILE, "onnx_sha256": sha256_file(target), "opset": opset,
+        "inputs": {"tokens": "int64 (1, L) symbol ids", "speakers": "int64 (1,) speaker id",
+                   "speed": "float32 () >1 speaks faster"},
+        "outputs": {"mel": "float32 (1, n_mels, T) normalized log-mel: mel * stats.mel_std + stats.mel_mean",
+                    "mel_lengths": "int64 (1,)"},
+        "symbols": list(parts.symbols.symbols), "stats": to_dict(parts.stats),
+        "speakers": list(cfg.speakers), "audio": to_dict(cfg.audio), "text": to_dict(cfg.text),
+        "vocoder": cfg.vocoder, "run_config": to_dict(cfg),
+    }
+    cpath = out / ONNX_CONFIG
+    atomic_write_text(cpath, json.dumps(config, indent=1, ensure_ascii=False) + "\n")
+    return ExportResult(target, cpath, time.perf_counter() - t0)
+
+
+__all__ = ["ExportableFastSpeech2", "ExportError", "ExportResult", "export_onnx", "load_source", "RegistryError"]

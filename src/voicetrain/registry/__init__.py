@@ -1,0 +1,7 @@
+"""Versioned, immutable voice bundles (store.py) with model cards (card.py); build.py adds a run."""
+
+from voicetrain.registry.store import (
+    BundleNotFoundError, DamagedBundleError, ModelStore, RegistryError, VoiceRef, default_store_dir, verify_bundle)
+
+__all__ = ["BundleNotFoundError", "DamagedBundleError", "ModelStore", "RegistryError", "VoiceRef",
+           "default_store_dir", "verify_bundle"]

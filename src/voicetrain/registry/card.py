@@ -1,0 +1,155 @@
+"""The model card: what a voice is, what it was trained on and how well it did.
+
+Every value is gathered from files the run already wrote (config.yaml inside the
+checkpoint, result.json, metrics.csv, eval/eval.json, the dataset's manifests and
+dataset.yaml); nothing is typed in by hand. Missing sources are recorded as null.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from voicetrain.config import to_dict
+from voicetrain.run_config import RunConfig
+
+
+def dataset_fingerprint(dataset_dir: Path) -> dict[str, Any]:
+    """sha256 over the train and val manifests (content, not paths), plus hours and speakers."""
+    out: dict[str, Any] = {"path": str(dataset_dir), "reachable": dataset_dir.is_dir(), "sha256": None,
+                           "hours": None, "speakers": None, "n_train": None, "n_val": None}
+    if not dataset_dir.is_dir():
+        return out
+    h = hashlib.sha256()
+    found = False
+    for split in ("train", "val"):
+        p = dataset_dir / f"{split}.jsonl"
+        if p.is_file():
+            found = True
+            h.update(split.encode() + b"\0" + p.read_bytes() + b"\0")
+    out["sha256"] = h.hexdigest() if found else None
+    info_path = dataset_dir / "dataset.yaml"
+    if info_path.is_file():
+        try:
+            info = yaml.safe_load(info_path.read_text(encoding="utf-8")) or {}
+            out.update(hours=info.get("hours"), speakers=info.get("speakers"), n_train=info.get("n_train"),
+                       n_val=info.get("n_val"), source=info.get("source"))
+        except yaml.YAMLError:
+            pass
+    return out
+
+
+def _training_summary(run: Path) -> dict[str, Any]:
+    out: dict[str, Any] = {"steps": None, "wall_seconds": None, "final_train_loss": None, "final_val_loss": None,
+                           "stopped_because": None, "metrics_rows": 0, "last_metrics": None}
+    rp = run / "result.json"
+    if rp.is_file():
+        try:
+            r = json.loads(rp.read_text(encoding="utf-8"))
+            for k in ("steps", "wall_seconds", "final_train_loss", "final_val_loss", "stopped_because"):
+                out[k] = r.get(k)
+        except ValueError:
+            pass
+    mp = run / "metrics.csv"
+    if mp.is_file():
+        with open(mp, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+        out["metrics_rows"] = len(rows)
+        if rows:
+            last: dict[str, Any] = {}
+            for row in rows:  # the latest non-empty value of every column
+                for k, v in row.items():
+                    if k and v not in (None, ""):
+                        try:
+                            last[k] = float(v)
+                        except ValueError:
+                            last[k] = v
+            out["last_metrics"] = last
+    return out
+
+
+def _eval_summary(run: Path, checkpoint: Path) -> dict[str, Any] | None:
+    ep = run / "eval" / "eval.json"
+    if not ep.is_file():
+        return None
+    try:
+        ev = json.loads(ep.read_text(encoding="utf-8"))
+    except ValueError:
+        return None
+    cks = ev.get("checkpoints") or []
+    match = [c for c in cks if Path(str(c.get("path", ""))).name == checkpoint.name or c.get("name") == checkpoint.name]
+    pick = match[0] if match else None
+    keep = ("name", "step", "val", "texts", "all", "score")
+    return {
+        "file": str(ep), "created": ev.get("created"),
+        "checkpoint": {k: pick.get(k) for k in keep} if pick else None,
+        "checkpoint_evaluated": bool(pick),
+        "real_recordings": {k: v for k, v in (ev.get("real") or {}).items() if k != "utterances"},
+        "selection": ev.get("selection"),
+    }
+
+
+def build_card(*, name: str, version: str, run: Path | None, checkpoint: Path, step: int, run_cfg: RunConfig,
+               model_hparams: Any, n_parameters: int, created: str, package_version: str) -> dict[str, Any]:
+    dataset = dataset_fingerprint(Path(run_cfg.dataset)) if run_cfg.dataset else None
+    return {
+        "name": name, "version": version, "created": created, "voicetrain_version": package_version,
+        "architecture": {"model": run_cfg.model, "preset": run_cfg.preset, "parameters": n_parameters,
+                         "hyperparameters": dataclasses.asdict(model_hparams),
+                         "vocoder": run_cfg.vocoder},
+        "training": {"run": str(run) if run else None, "checkpoint": checkpoint.name, "checkpoint_step": step,
+                     "optim": to_dict(run_cfg.optim), "train": to_dict(run_cfg.train),
+                     **(_training_summary(run) if run else {})},
+        "base_model": run_cfg.init_from or None,
+        "frozen": list(run_cfg.frozen),
+        "dataset": dataset,
+        "speakers": list(run_cfg.speakers),
+        "audio": to_dict(run_cfg.audio), "text": to_dict(run_cfg.text),
+        "evaluation": _eval_summary(run, checkpoint) if run else None,
+    }
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return "—" if v is None else str(v)
+
+
+def render_markdown(card: dict[str, Any]) -> str:
+    a, t, d, e = card["architecture"], card["training"], card.get("dataset") or {}, card.get("evaluation")
+    lines = [
+        f"# {card['name']} {card['version']}", "",
+        f"Created {card['created']} with voicetrain {card['voicetrain_version']}.", "",
+        "## Model", "",
+        f"- architecture: {a['model']} (preset `{a['preset']}`), {a['parameters']:,} parameters, vocoder {a['vocoder']}",
+        f"- base model: {card['base_model'] or 'none (trained from scratch)'}",
+        f"- speakers: {', '.join(card['speakers']) or '—'}",
+        f"- audio: {card['audio']['sample_rate']} Hz, {card['audio']['n_mels']} mel bins, hop {card['audio']['hop_length']}",
+        f"- text: {card['text']['phonemizer']} ({card['text']['language']})", "",
+        "| hyperparameter | value |", "|---|---|",
+        *[f"| {k} | {_fmt(v)} |" for k, v in a["hyperparameters"].items()], "",
+        "## Training", "",
+        f"- run: `{t.get('run')}`, checkpoint `{t['checkpoint']}` (step {t['checkpoint_step']})",
+        f"- steps: {_fmt(t.get('steps'))}, wall time: {_fmt(t.get('wall_seconds'))} s",
+        f"- final train loss: {_fmt(t.get('final_train_loss'))}, final val loss: {_fmt(t.get('final_val_loss'))}",
+        f"- optimizer: {json.dumps(t['optim'])}", "",
+        "## Data", "",
+        f"- dataset: `{d.get('path')}` ({'reachable' if d.get('reachable') else 'not reachable when registered'})",
+        f"- fingerprint (sha256 of train+val manifests): `{_fmt(d.get('sha256'))}`",
+        f"- hours: {_fmt(d.get('hours'))}, utterances: {_fmt(d.get('n_train'))} train / {_fmt(d.get('n_val'))} val", "",
+        "## Evaluation", "",
+    ]
+    if e and e.get("checkpoint"):
+        score = e["checkpoint"].get("score") or {}
+        lines += [f"- from `{e['file']}`: CER {_fmt(score.get('cer'))}, MCD {_fmt(score.get('mcd_db'))} dB"]
+    elif e:
+        lines += [f"- `{e['file']}` exists but does not cover this checkpoint"]
+    else:
+        lines += ["- not evaluated (run `voicetrain eval RUN` before `models add`)"]
+    return "\n".join(lines) + "\n"

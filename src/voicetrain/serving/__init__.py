@@ -1,0 +1,1 @@
+"""HTTP serving of registered voices (FastAPI + uvicorn, the `serve` extra)."""
