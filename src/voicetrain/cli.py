@@ -193,6 +193,62 @@ def finetune_cmd(
                f"trained {sum(result.extra['trainable_parameters'].values()):,} parameters; stopped: {result.stopped_because}")
 
 
+@app.command("compare")
+def compare_cmd(
+    runs: list[Path] = typer.Argument(..., help="Two or more RUN folders (from train or finetune)."),
+    out: Path = typer.Option(..., "--out", help="Folder for compare.json, compare.html, plots and audio."),
+    texts: Optional[str] = typer.Option(
+        "harvard", "--texts", help="Sentences every run speaks: TSV 'id<TAB>text', metadata.csv, one per line, "
+        "'harvard' (default) or 'none' (validation sentences only)."),
+    max_utterances: int = typer.Option(5, "--max-utterances", help="At most N validation sentences (and N texts)."),
+    steps: Optional[str] = typer.Option(None, "--steps", help="Target steps, e.g. 100,200 (default: automatic)."),
+    minutes: Optional[str] = typer.Option(None, "--minutes", help="Target wall times in minutes, e.g. 1,3 (default: "
+                                          "the common time snapshots, else automatic)."),
+    points: int = typer.Option(2, "--points", help="Automatic targets per axis."),
+    names: Optional[str] = typer.Option(None, "--names", help="Display names, comma-separated, one per run."),
+    no_dnsmos: bool = typer.Option(False, "--no-dnsmos", help="Skip DNSMOS (the slowest metric)."),
+    no_speaker: bool = typer.Option(False, "--no-speaker-similarity", help="Skip resemblyzer speaker similarity."),
+    max_reference_wavs: int = typer.Option(10, "--max-reference-wavs", help="Training wavs per speaker for its centroid."),
+    griffin_lim_iters: int = typer.Option(32, "--gl-iters", help="Griffin-Lim iterations for synthesis."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Compare runs: validation loss vs steps and wall time, metrics and audio at matched steps and wall time."""
+    from voicetrain.audio.io import AudioReadError
+    from voicetrain.evaluation.compare import CompareConfig, compare_runs
+    from voicetrain.evaluation.evaluate_run import RunEvalError
+    from voicetrain.inference.checkpoint import CheckpointError
+
+    def numbers(spec: Optional[str], kind, opt: str) -> list:
+        try:
+            return [kind(x) for x in (spec or "").split(",") if x.strip()]
+        except ValueError:
+            _fail(f"{opt} {spec!r}: expected comma-separated numbers, e.g. {opt} 100,200")
+
+    cfg = CompareConfig(
+        runs=[str(r) for r in runs], out=str(out), texts=None if texts in (None, "", "none") else texts,
+        max_utterances=max_utterances, steps=numbers(steps, int, "--steps"),
+        minutes=numbers(minutes, float, "--minutes"), points=points,
+        names=[n.strip() for n in (names or "").split(",") if n.strip()], dnsmos=not no_dnsmos,
+        speaker_similarity=not no_speaker, max_reference_wavs=max_reference_wavs,
+        griffin_lim_iters=griffin_lim_iters, progress=progress)
+    try:
+        r = compare_runs(cfg)
+    except (RunEvalError, CheckpointError, AudioReadError, FileNotFoundError, RuntimeError) as e:
+        _fail(str(e))
+
+    def cell(v, pct=False):
+        return "-" if v is None else (f"{100 * v:.1f}%" if pct else f"{v:.3f}")
+
+    for key, label in (("matched_time", "wall time"), ("matched_steps", "steps")):
+        for p in r[key]["points"]:
+            at = f"{p['target_minutes']:.2f} min" if "target_minutes" in p else f"step {p['target_step']}"
+            typer.echo(f"at matched {label} ({at}):")
+            for name, row in p["runs"].items():
+                typer.echo(f"  {name:>20}: step {row['step']:>6} ({row['minutes'] or 0:.2f} min)  val loss "
+                           f"{cell(row['val_loss'])}  CER {cell(row['cer'], True)}  spk {cell(row['speaker_similarity'])}")
+    typer.echo(f"report: {out / 'compare.html'}  data: {out / 'compare.json'}")
+
+
 @app.command("synth")
 def synth_cmd(
     run: Path = typer.Argument(..., help="A RUN folder or a checkpoint file."),
