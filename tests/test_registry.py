@@ -180,3 +180,15 @@ def test_models_cli(tiny_run, tmp_path):
     env_store = tmp_path / "home"
     r = runner.invoke(app, ["models", "add", str(tiny_run), "--name", "envv"], env={"VOICETRAIN_HOME": str(env_store)})
     assert r.exit_code == 0 and (env_store / "models" / "envv" / "v1" / "voice.json").exists(), r.output
+
+
+def test_registered_name_wins_over_a_same_named_folder(store, tmp_path, monkeypatch):
+    from voicetrain.inference.bundle import resolve_voice
+    from voicetrain.inference.export import load_source
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "demo").mkdir()  # e.g. a project folder called like the voice
+    assert resolve_voice("demo", store.root) == store.resolve("demo")
+    assert load_source("demo", store)[0].path == store.resolve("demo")
+    with pytest.raises(RegistryError, match="not a voice bundle folder"):
+        resolve_voice(tmp_path / "demo", store.root)

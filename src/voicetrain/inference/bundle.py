@@ -37,9 +37,10 @@ def resolve_voice(name_or_path: str | os.PathLike, store: ModelStore | str | os.
     if is_bundle_dir(p):
         return p
     s = str(name_or_path)
-    if os.sep in s or (p.exists() and not is_bundle_dir(p)):
+    if isinstance(name_or_path, os.PathLike) or os.sep in s:
         raise RegistryError(f"{p} is not a voice bundle folder (no {VOICE_JSON}); give a bundle folder "
                             "or a registered NAME[@VERSION] (see `voicetrain models list`)")
+    # a bare string is a registered name, even if a folder of that name happens to be in the cwd
     store = store if isinstance(store, ModelStore) else ModelStore(store)
     return store.resolve(s)
 

@@ -95,10 +95,20 @@ class ExportableFastSpeech2(nn.Module):
 
 def load_source(source: str | os.PathLike, store: ModelStore | str | os.PathLike | None = None,
                 which: str = "best") -> tuple[BundleParts, str]:
-    """A bundle folder, a run folder / checkpoint file, or a registered NAME[@VERSION|@TAG]."""
+    """A bundle folder, a registered NAME[@VERSION|@TAG], or a run folder / checkpoint file.
+
+    A bare NAME that is registered means the registered voice even when the current
+    folder holds a same-named folder; write ./NAME (or pass a Path) for the folder.
+    """
     p = Path(source)
+    st = store if isinstance(store, ModelStore) else ModelStore(store)
     if is_bundle_dir(p):
         return load_bundle_parts(p), str(p)
+    s = str(source)
+    if not isinstance(source, os.PathLike) and os.sep not in s and "@" not in s and s in st.names():
+        # a registered NAME wins over a same-named folder in the cwd (write ./NAME for the folder)
+        path = st.resolve(VoiceRef.parse(s))
+        return load_bundle_parts(path), f"{s} ({path})"
     if p.is_file() or (p.is_dir() and (p / "checkpoints").is_dir()):
         from voicetrain.inference.checkpoint import find_checkpoint, load_model
 
@@ -108,8 +118,7 @@ def load_source(source: str | os.PathLike, store: ModelStore | str | os.PathLike
                            lc.symbols, lc.stats), str(ck)
     if p.exists():
         raise ExportError(f"{p} is neither a voice bundle, a run folder with checkpoints/, nor a checkpoint file")
-    st = store if isinstance(store, ModelStore) else ModelStore(store)
-    path = st.resolve(VoiceRef.parse(str(source)))
+    path = st.resolve(VoiceRef.parse(s))
     return load_bundle_parts(path), f"{source} ({path})"
 
 
