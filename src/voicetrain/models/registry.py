@@ -9,7 +9,7 @@ from typing import Any
 from torch import nn
 
 from voicetrain.config import ConfigError, from_dict
-from voicetrain.models import fastspeech2
+from voicetrain.models import fastspeech2, tacotron2
 
 
 @dataclass(frozen=True)
@@ -21,6 +21,7 @@ class ModelEntry:
 
 MODELS: dict[str, ModelEntry] = {
     "fastspeech2": ModelEntry(fastspeech2.FastSpeech2, fastspeech2.FastSpeech2Config, fastspeech2.PRESETS),
+    "tacotron2": ModelEntry(tacotron2.Tacotron2, tacotron2.Tacotron2Config, tacotron2.PRESETS),
 }
 
 
