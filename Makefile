@@ -31,7 +31,8 @@ demo: setup
 	$(VT) check $(DEMO)/dataset
 	$(VT) train $(DEMO)/dataset --out $(DEMO)/run --max-minutes $(DEMO_MINUTES)
 	$(VT) synth $(DEMO)/run --text "The birch canoe slid on the smooth planks." --out $(DEMO)/hello.wav
-	@echo "Demo voice: $(DEMO)/hello.wav  loss plot: $(DEMO)/run/loss.png  TensorBoard: $(DEMO)/run/tb"
+	$(VT) eval $(DEMO)/run --texts harvard --max-utterances 10
+	@echo "Demo voice: $(DEMO)/hello.wav  loss plot: $(DEMO)/run/loss.png  TensorBoard: $(DEMO)/run/tb  report: $(DEMO)/run/eval/report.html"
 
 test: setup
 	$(VENV)/bin/pytest -q

@@ -109,7 +109,7 @@ def main(argv=None) -> None:
     from voicetrain.evaluation.models import Evaluator
     from voicetrain.inference.synthesizer import Synthesizer
 
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(1)  # synthesis is fastest on one thread (bench/synth.py)
     sentences = held_out_sentences(args.sentences)
     real = real_recordings(work, sentences)
     ev = Evaluator()
@@ -146,7 +146,8 @@ def main(argv=None) -> None:
     ckpt_mb = round(max((p.stat().st_size for p in run.glob("checkpoints/*.ckpt")), default=0) / 1e6, 2)
     out = {
         "bench": "train_demo", "model": args.model, "preset": args.preset, "params": n_params,
-        "threads": args.threads, "batch_size": args.batch_size, "minutes_cap": args.minutes,
+        "threads": (result.estimate.threads if result.estimate else args.threads),
+        "threads_measured_s_per_step": (result.estimate.measured if result.estimate else None), "batch_size": args.batch_size, "minutes_cap": args.minutes,
         "steps": result.steps, "train_wall_s": round(train_wall, 1),
         "steps_per_s": round(result.steps / result.wall_seconds, 3) if result.wall_seconds else None,
         "samples_per_s": round(result.samples_per_second, 2), "peak_rss_mb": round(train_rss, 1),

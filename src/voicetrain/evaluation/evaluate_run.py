@@ -562,7 +562,7 @@ def evaluate_run(cfg: RunEvalConfig, *, evaluator: Evaluator | None = None) -> d
             rows, skipped = [], []
             for it in items:
                 prog.step(f"{ck.name}: {it.set}/{it.id}")
-                spk = it.speaker if it.speaker in synth.speakers else None
+                spk = it.speaker if synth.knows_speaker(it.speaker) else None
                 t0 = time.perf_counter()
                 try:
                     with torch_threads(cfg.synth_threads):

@@ -8,7 +8,7 @@ with a short pause.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +37,8 @@ class Synthesizer:
     speakers: list[str]
     checkpoint: str = ""
     sentence_pause: float = 0.25
+    speaker_aliases: dict[str, str] = field(default_factory=dict)
+    """Dataset speaker name -> speaker-table name (a voice fine-tuned with --speaker-name)."""
     threads: int = 1
     """torch threads during synthesis. One is fastest here: on 2 busy cores, 2 threads made
     Griffin-Lim 10x slower (bench/synth.py). Set for the call and restored afterwards."""
@@ -55,7 +57,10 @@ class Synthesizer:
                    vocoder: Vocoder | None = None, griffin_lim_iters: int = 32, checkpoint: str = "") -> "Synthesizer":
         vocoder = vocoder or GriffinLim(run_cfg.audio, n_iter=griffin_lim_iters)
         return cls(model.eval(), vocoder.eval(), Tokenizer(run_cfg.text, symbols), stats, run_cfg.audio,
-                   list(run_cfg.speakers), checkpoint)
+                   list(run_cfg.speakers), checkpoint, speaker_aliases=dict(run_cfg.speaker_map))
+
+    def knows_speaker(self, name: str) -> bool:
+        return name in self.speakers or name in self.speaker_aliases
 
     @property
     def sample_rate(self) -> int:
@@ -64,6 +69,8 @@ class Synthesizer:
     def speaker_id(self, speaker: str | int | None) -> int:
         if speaker is None:
             return 0
+        if isinstance(speaker, str) and speaker not in self.speakers and speaker in self.speaker_aliases:
+            speaker = self.speaker_aliases[speaker]
         if isinstance(speaker, int) or (isinstance(speaker, str) and speaker.isdigit() and speaker not in self.speakers):
             sid = int(speaker)
             if not 0 <= sid < max(len(self.speakers), 1):

@@ -314,7 +314,9 @@ def _train(dataset_dir, run_dir, cfg: RunConfig, *, resume, dry_run, console, in
         trainer.save_checkpoint(ckpt_dir / f"step={trainer.global_step}.ckpt")
         trainer.save_checkpoint(ckpt_dir / "last.ckpt")
     m = trainer.callback_metrics
-    stopped = "max_steps" if trainer.global_step >= t.max_steps else ("early stopping" if trainer.should_stop else "time limit")
+    # Lightning's Timer also sets should_stop, so ask the health check whether it stopped the run
+    early = "early-stop" in callbacks[0].warned
+    stopped = "max_steps" if trainer.global_step >= t.max_steps else ("early stopping" if early else "time limit")
     result = RunResult(
         run_dir=str(run_dir), steps=trainer.global_step, wall_seconds=wall,
         samples_per_second=steps_done * t.batch_size * t.accumulate / wall if wall > 0 else 0.0,
