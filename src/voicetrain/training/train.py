@@ -292,6 +292,8 @@ def _train(dataset_dir, run_dir, cfg: RunConfig, *, resume, dry_run, console, in
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*LightningModule.*")
+    # mid-epoch resume is exact here: ResumableBatchSampler skips the consumed batches (tested)
+    warnings.filterwarnings("ignore", message=".*dataloader is not resumable.*")
     trainer = L.Trainer(
         default_root_dir=str(run_dir), max_steps=t.max_steps, max_time=max_time,
         accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, precision=t.precision,
