@@ -79,18 +79,7 @@ class ExportableFastSpeech2(nn.Module):
         x = torch.gather(hv, 1, idx.unsqueeze(-1).expand(-1, -1, hv.shape[2]))
         fmask = frames < lens[:, None]
         x = x * fmask.unsqueeze(-1).to(x.dtype)
-        # FastSpeech2.decode after regulate_length
-        x = x + m.speaker_embedding(speakers)[:, None, :]
-        y = m.decoder(x, fmask)
-        mel = m.mel_out(y).transpose(1, 2)
-        if len(m.postnet):
-            r = mel
-            for i, conv in enumerate(m.postnet):
-                r = conv(r)
-                if i < len(m.postnet) - 1:
-                    r = torch.tanh(r)
-            mel = mel + r
-        return mel * fmask[:, None, :].to(mel.dtype), lens
+        return m.decode_frames(x, fmask, speakers), lens
 
 
 def load_source(source: str | os.PathLike, store: ModelStore | str | os.PathLike | None = None,

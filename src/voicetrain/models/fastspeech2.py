@@ -116,7 +116,10 @@ class FastSpeech2(nn.Module):
                max_frames: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """h (B, L, D), durations (B, L) -> (mel (B, M, T), frame lengths (B,))."""
         x, lens = regulate_length(h, durations, max_frames)
-        mask = sequence_mask(lens, x.shape[1])
+        return self.decode_frames(x, sequence_mask(lens, x.shape[1]), speakers), lens
+
+    def decode_frames(self, x: torch.Tensor, mask: torch.Tensor, speakers: torch.Tensor) -> torch.Tensor:
+        """Already length-regulated frames x (B, T, D), mask (B, T) -> mel (B, M, T), zero at padding."""
         x = x + self.speaker_embedding(speakers)[:, None, :]
         y = self.decoder(x, mask)
         mel = self.mel_out(y).transpose(1, 2)
@@ -127,7 +130,7 @@ class FastSpeech2(nn.Module):
                 if i < len(self.postnet) - 1:
                     r = torch.tanh(r)
             mel = mel + r
-        return mel * mask[:, None, :].to(mel.dtype), lens
+        return mel * mask[:, None, :].to(mel.dtype)
 
     # ------------------------------------------------------------------ training
     def forward(self, tokens, token_lens, mels, mel_lens, pitch, voiced, energy, speakers) -> FastSpeech2Output:
