@@ -440,7 +440,7 @@ def _plot_val_loss(result: dict[str, Any], path: Path) -> bool:
 def _plot_matched(points: list[dict[str, Any]], axis: str, run_names: list[str], path: Path) -> bool:
     from matplotlib.figure import Figure
 
-    from voicetrain.evaluation.report import _save
+    from voicetrain.evaluation.report import _save, style_panel
 
     panels = [(k, t) for k, t, _ in _METRICS if any(p["runs"][n].get(k) is not None for p in points for n in run_names)]
     if not points or not panels:
@@ -453,12 +453,7 @@ def _plot_matched(points: list[dict[str, Any]], axis: str, run_names: list[str],
             pts = [(x, p["runs"][n].get(key)) for x, p in zip(xs, points) if p["runs"][n].get(key) is not None]
             if pts:
                 ax.plot(*zip(*pts), "o-", ms=4, label=n)
-        ax.set_title(title, fontsize=9)
-        ax.set_xlabel("target step" if axis == "step" else "target wall time (min)", fontsize=8)
-        ax.tick_params(labelsize=7)
-        ax.grid(alpha=0.3)
-        if i == 0:
-            ax.legend(fontsize=6)
+        style_panel(ax, title, "target step" if axis == "step" else "target wall time (min)", legend=i == 0)
     fig.subplots_adjust(left=0.06, right=0.98, top=0.88, bottom=0.16, wspace=0.35)
     _save(fig, path)
     return True

@@ -57,6 +57,16 @@ def _save(fig, path: Path) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def style_panel(ax, title: str, xlabel: str, legend: bool) -> None:
+    """Title, small labels, grid and (optionally) legend of one panel in a row of metric plots."""
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel(xlabel, fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.grid(alpha=0.3)
+    if legend:
+        ax.legend(fontsize=6)
+
+
 def _tidy(ax) -> None:
     """Integer step ticks; no '+5.1' offset on near-constant linear axes (it hides the actual values)."""
     from matplotlib.ticker import MaxNLocator
@@ -137,12 +147,7 @@ def _plot_metrics(result: dict[str, Any], path: Path) -> bool:
             mid = (hi + lo) / 2
             ax.set_ylim(mid - span / 2, mid + span / 2)
         _tidy(ax)
-        ax.set_title(title, fontsize=9)
-        ax.set_xlabel("checkpoint step", fontsize=8)
-        ax.tick_params(labelsize=7)
-        ax.grid(alpha=0.3)
-        if i == 0:
-            ax.legend(fontsize=6)
+        style_panel(ax, title, "checkpoint step", legend=i == 0)
     fig.subplots_adjust(left=0.06, right=0.98, top=0.88, bottom=0.16, wspace=0.35)
     _save(fig, path)
     return True
