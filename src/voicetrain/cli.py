@@ -129,6 +129,8 @@ def train_cmd(
     seed: Optional[int] = typer.Option(None, "--seed"),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue from RUN/checkpoints/last.ckpt if present."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Measure speed and memory on a few batches, print the ETA, stop."),
+    vocoder: Optional[str] = typer.Option(None, "--vocoder", help="The voice's vocoder: 'griffin-lim' (default) or "
+                                          "a vocoder RUN folder from `voicetrain train-vocoder`."),
 ) -> None:
     """Train a voice: FastSpeech 2 (default) on a prepared dataset, with checkpoints, plots and samples in RUN."""
     import dataclasses
@@ -140,7 +142,11 @@ def train_cmd(
 
     try:
         cfg = load_yaml(RunConfig, config) if config else RunConfig()
+        from voicetrain.inference.vocoder import vocoder_spec
+
         top = {k: v for k, v in {"model": model, "preset": preset}.items() if v is not None}
+        if vocoder is not None:
+            top["vocoder"] = vocoder_spec(vocoder)
         tr = {k: v for k, v in {"batch_size": batch_size, "max_steps": max_steps, "max_minutes": max_minutes,
                                  "accumulate": accumulate, "precision": precision, "devices": devices,
                                  "num_nodes": num_nodes, "overfit": overfit, "early_stopping_patience": early_stop,
@@ -191,6 +197,63 @@ def finetune_cmd(
         _fail(str(e))
     typer.echo(f"{out}: {result.steps} steps in {result.wall_seconds/60:.1f} min; val loss {result.final_val_loss}; "
                f"trained {sum(result.extra['trainable_parameters'].values()):,} parameters; stopped: {result.stopped_because}")
+
+
+@app.command("train-vocoder")
+def train_vocoder_cmd(
+    dataset: Path = typer.Argument(..., help="A prepared DATASET folder: its cached mels and wavs are the training data."),
+    out: Path = typer.Option(..., "--out", help="VOCODER_RUN folder; an existing run with checkpoints is resumed."),
+    init_from: Optional[Path] = typer.Option(None, "--from", help="Continue from another vocoder run (its best "
+                                             "checkpoint): e.g. the universal vocoder, fine-tuned to a new voice."),
+    on_generated: Optional[Path] = typer.Option(
+        None, "--on-generated", help="Acoustic RUN whose teacher-forced mels (aligner durations) replace the real "
+        "ones as input: removes the metallic sound of a vocoder fed predicted mels."),
+    config: Optional[Path] = typer.Option(None, "--config", help="VocoderRunConfig YAML (e.g. VOCODER_RUN/config.yaml)."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="Generator and discriminator size: cpu (default), gpu, tiny."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps"),
+    max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Wall-clock cap; stops cleanly with a checkpoint."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size"),
+    segment_frames: Optional[int] = typer.Option(None, "--segment-frames", help="Mel frames per training segment."),
+    lr: Optional[float] = typer.Option(None, "--lr"),
+    gan_start: Optional[int] = typer.Option(None, "--gan-start", help="Steps of mel+STFT loss only before the GAN joins."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads (default: measured, 1 or all cores)."),
+    seed: Optional[int] = typer.Option(None, "--seed"),
+    resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue from VOCODER_RUN/checkpoints/last.ckpt."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Measure seconds per step and memory, then stop."),
+) -> None:
+    """Train a neural vocoder (Vocos) on a prepared dataset; use it with `synth/eval/models add --vocoder VOCODER_RUN`."""
+    import dataclasses
+
+    from voicetrain.config import ConfigError, load_yaml
+    from voicetrain.data.dataset import DataItemError
+    from voicetrain.inference.checkpoint import CheckpointError
+    from voicetrain.training.train_vocoder import train_vocoder
+    from voicetrain.vocoder_config import VocoderRunConfig
+
+    try:
+        cfg = load_yaml(VocoderRunConfig, config) if config else VocoderRunConfig()
+        tr = {k: v for k, v in {"max_steps": max_steps, "max_minutes": max_minutes, "batch_size": batch_size,
+                                 "segment_frames": segment_frames, "threads": threads, "seed": seed}.items()
+              if v is not None}
+        cfg = dataclasses.replace(
+            cfg, **({"preset": preset} if preset else {}),
+            **({"on_generated": str(on_generated.resolve())} if on_generated else {}),
+            train=dataclasses.replace(cfg.train, **tr),
+            optim=dataclasses.replace(cfg.optim, **({"lr": lr} if lr is not None else {})),
+            loss=dataclasses.replace(cfg.loss, **({"gan_start_step": gan_start} if gan_start is not None else {})))
+        if on_generated and not on_generated.exists():
+            raise FileNotFoundError(f"--on-generated {on_generated} does not exist; give an acoustic RUN folder")
+        result = train_vocoder(dataset, out, cfg, resume="auto" if resume else False, init_from=init_from,
+                               dry_run=dry_run)
+    except (ConfigError, FileNotFoundError, DataItemError, CheckpointError) as e:
+        _fail(str(e))
+    if dry_run:
+        return
+    typer.echo(f"{out}: {result.steps} steps in {result.wall_seconds/60:.1f} min ({result.steps_per_second:.2f} steps/s, "
+               f"peak RSS {result.peak_rss_mb:.0f} MB); validation log-mel L1 {result.final_val_mel}; "
+               f"stopped: {result.stopped_because}")
+    typer.echo(f"best checkpoint: {result.best_checkpoint}\nuse it: voicetrain synth RUN --vocoder {out} --text ... "
+               f"--out x.wav   samples: {out / 'samples'}")
 
 
 @app.command("compare")
@@ -249,6 +312,9 @@ def compare_cmd(
     typer.echo(f"report: {out / 'compare.html'}  data: {out / 'compare.json'}")
 
 
+_VOCODER_HELP = ("'griffin-lim' or a vocoder RUN folder (from `voicetrain train-vocoder`) or checkpoint; "
+                 "default: the one the voice's run names (griffin-lim unless set).")
+
 @app.command("synth")
 def synth_cmd(
     run: Path = typer.Argument(..., help="A RUN folder or a checkpoint file."),
@@ -260,6 +326,7 @@ def synth_cmd(
     speed: float = typer.Option(1.0, "--speed", help="Speaking rate: 1.5 is 50% faster."),
     checkpoint: str = typer.Option("best", "--checkpoint", help="best, last or a step number (with a RUN folder)."),
     griffin_lim_iters: int = typer.Option(32, "--gl-iters", help="Griffin-Lim iterations (fewer: faster, rougher)."),
+    vocoder: Optional[str] = typer.Option(None, "--vocoder", help=_VOCODER_HELP),
 ) -> None:
     """Speak text with a trained voice (the best checkpoint by default)."""
     from voicetrain.audio.io import save_wav
@@ -270,7 +337,7 @@ def synth_cmd(
     if (text is None) == (text_file is None):
         _fail("give exactly one of --text (with --out) or --text-file (with --out-dir)")
     try:
-        synth = Synthesizer.from_checkpoint(run, checkpoint, griffin_lim_iters=griffin_lim_iters)
+        synth = Synthesizer.from_checkpoint(run, checkpoint, vocoder=vocoder, griffin_lim_iters=griffin_lim_iters)
         if text is not None:
             if out is None:
                 _fail("--text needs --out FILE.wav")
@@ -332,6 +399,7 @@ def eval_cmd(
     no_speaker: bool = typer.Option(False, "--no-speaker-similarity", help="Skip resemblyzer speaker similarity."),
     max_reference_wavs: int = typer.Option(20, "--max-reference-wavs", help="Training wavs per speaker for its centroid."),
     griffin_lim_iters: int = typer.Option(32, "--gl-iters", help="Griffin-Lim iterations for synthesis."),
+    vocoder: Optional[str] = typer.Option(None, "--vocoder", help=_VOCODER_HELP),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar with ETA on stderr."),
 ) -> None:
     """Synthesize the validation sentences with each checkpoint and score them beside the real recordings."""
@@ -342,7 +410,8 @@ def eval_cmd(
     cfg = RunEvalConfig(run=str(run), dataset=str(dataset) if dataset else None, texts=texts,
                         checkpoints=checkpoints, select_best=select_best, max_utterances=max_utterances,
                         out=str(out) if out else None, dnsmos=not no_dnsmos, speaker_similarity=not no_speaker,
-                        max_reference_wavs=max_reference_wavs, griffin_lim_iters=griffin_lim_iters, progress=progress)
+                        max_reference_wavs=max_reference_wavs, griffin_lim_iters=griffin_lim_iters,
+                        vocoder=vocoder, progress=progress)
     try:
         r = evaluate_run(cfg)
     except (RunEvalError, CheckpointError, AudioReadError, FileNotFoundError, RuntimeError) as e:
@@ -415,6 +484,8 @@ def models_add_cmd(
     name: Optional[str] = typer.Option(None, "--name", help="Voice name (default: the run folder's name)."),
     checkpoint: str = typer.Option("best", "--checkpoint", help="best, last or a step number."),
     store: Optional[Path] = typer.Option(None, "--store", help=_STORE_HELP),
+    vocoder: Optional[str] = typer.Option(None, "--vocoder", help="Bundle this vocoder ('griffin-lim' or a vocoder "
+                                          "RUN folder) instead of the one the run names; its weights go in the bundle."),
 ) -> None:
     """Register a run's checkpoint as the next immutable version (v1, v2, ...) of NAME."""
     from voicetrain.config import ConfigError
@@ -423,7 +494,7 @@ def models_add_cmd(
     from voicetrain.registry.store import RegistryError
 
     try:
-        path = register_run(run, name, checkpoint, _store(store))
+        path = register_run(run, name, checkpoint, _store(store), vocoder=vocoder)
     except (RegistryError, CheckpointError, ConfigError, FileNotFoundError) as e:
         _fail(str(e))
     typer.echo(f"added {path.parent.name}@{path.name}: {path}")

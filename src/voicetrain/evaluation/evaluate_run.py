@@ -105,6 +105,8 @@ class RunEvalConfig:
     max_reference_wavs: int = 20
     """Training recordings per speaker that form its centroid (spread over the speaker's list)."""
     griffin_lim_iters: int = 32
+    vocoder: str | None = None
+    """'griffin-lim' or a vocoder RUN folder / checkpoint for every checkpoint; None = the vocoder the run names."""
     synth_threads: int | None = 1
     """torch threads during synthesis (restored after each call); None leaves the process setting. One
     thread measured 3-5x faster than two for the tiny model + Griffin-Lim on a loaded 2-core machine."""
@@ -557,8 +559,12 @@ def evaluate_run(cfg: RunEvalConfig, *, evaluator: Evaluator | None = None) -> d
                 loaded = load_model(ck.path)
             except (CheckpointError, ConfigError) as e:
                 raise RunEvalError(f"{ck.path}: cannot load this checkpoint: {e}") from None
-            synth = Synthesizer.from_parts(loaded.model, loaded.run_cfg, loaded.symbols, loaded.stats,
-                                           griffin_lim_iters=cfg.griffin_lim_iters, checkpoint=str(ck.path))
+            try:
+                synth = Synthesizer.from_parts(loaded.model, loaded.run_cfg, loaded.symbols, loaded.stats,
+                                               vocoder=cfg.vocoder, griffin_lim_iters=cfg.griffin_lim_iters,
+                                               checkpoint=str(ck.path))
+            except (CheckpointError, ConfigError, FileNotFoundError) as e:
+                raise RunEvalError(f"vocoder for {ck.path}: {e}") from None
             rows, skipped = [], []
             for it in items:
                 prog.step(f"{ck.name}: {it.set}/{it.id}")
@@ -589,6 +595,7 @@ def evaluate_run(cfg: RunEvalConfig, *, evaluator: Evaluator | None = None) -> d
             cer_values = [r["cer"] for r in rows if r["cer"] is not None]
             ck_results.append({
                 "name": ck.name, "path": str(ck.path), "step": ck.step, "label": ck.label,
+                "vocoder": synth.vocoder.name,
                 "val": _summary(val_rows), "texts": _summary(text_rows), "all": _summary(rows),
                 "score": {"cer": _mean(cer_values), "cer_values": cer_values,
                           "mcd_db": _mean(r["mcd_db"] for r in val_rows)},

@@ -29,6 +29,8 @@ class BundleParts:
     model: Any  # torch.nn.Module, eval mode
     symbols: Any  # SymbolTable
     stats: Any  # FeatureStats
+    vocoder: Any = None
+    """The bundle's neural vocoder (Vocoder, eval mode), or None for Griffin-Lim."""
 
 
 def resolve_voice(name_or_path: str | os.PathLike, store: ModelStore | str | os.PathLike | None = None) -> Path:
@@ -77,7 +79,17 @@ def load_bundle_parts(path: str | os.PathLike) -> BundleParts:
         raise DamagedBundleError(f"{weights}: weights do not fit the {run_cfg.model} model described in "
                                  f"{vj} ({type(e).__name__}: {e})") from None
     model.eval()
-    return BundleParts(path, info, run_cfg, model, symbols, stats)
+    from voicetrain.inference.vocoder import VocoderError, vocoder_from_files
+
+    vocoder = None
+    if isinstance(info.get("vocoder"), dict):
+        try:
+            vocoder = vocoder_from_files(path, info["vocoder"], run_cfg.audio)
+        except (KeyError, TypeError) as e:
+            raise DamagedBundleError(f"{vj}: the vocoder entry is incomplete ({e})") from None
+        except VocoderError as e:
+            raise DamagedBundleError(str(e)) from None
+    return BundleParts(path, info, run_cfg, model, symbols, stats, vocoder)
 
 
 @dataclass
@@ -109,6 +121,8 @@ def load_voice(name_or_path: str | os.PathLike, store: ModelStore | str | os.Pat
 
     path = resolve_voice(name_or_path, store)
     parts = load_bundle_parts(path)
+    # the bundle's own vocoder (or Griffin-Lim): never the vocoder path its run config recorded
     synth = Synthesizer.from_parts(parts.model, parts.run_cfg, parts.symbols, parts.stats,
-                                   griffin_lim_iters=griffin_lim_iters, checkpoint=str(path))
+                                   vocoder=parts.vocoder or "griffin-lim", griffin_lim_iters=griffin_lim_iters,
+                                   checkpoint=str(path))
     return Voice(parts.info.get("name", path.parent.name), parts.info.get("version", path.name), path, parts.info, synth)

@@ -11,7 +11,9 @@ checks the ONNX graph against ``infer`` on several sentences and speeds.
 
 Griffin-Lim stays outside the graph (the runtime runs it in torch, see
 ``onnx_runtime.py``): its 32 STFT/ISTFT iterations would export only as DFT
-loops, and any runtime can apply its own vocoder to the mel output.
+loops, and any runtime can apply its own vocoder to the mel output. A neural
+vocoder named by the voice travels beside the graph as vocoder.safetensors (its
+inverse STFT has no ONNX operator either); ``onnx_runtime.py`` runs it in torch.
 """
 
 from __future__ import annotations
@@ -161,11 +163,41 @@ def export_onnx(source: str | os.PathLike, out: str | os.PathLike, *, store=None
                     "mel_lengths": "int64 (1,)"},
         "symbols": list(parts.symbols.symbols), "stats": to_dict(parts.stats),
         "speakers": list(cfg.speakers), "audio": to_dict(cfg.audio), "text": to_dict(cfg.text),
-        "vocoder": cfg.vocoder, "run_config": to_dict(cfg),
+        "vocoder": _export_vocoder(parts, out), "run_config": to_dict(cfg),
     }
     cpath = out / ONNX_CONFIG
     atomic_write_text(cpath, json.dumps(config, indent=1, ensure_ascii=False) + "\n")
     return ExportResult(target, cpath, time.perf_counter() - t0)
+
+
+def _export_vocoder(parts: BundleParts, out: Path) -> dict[str, Any] | str:
+    """Put the voice's neural vocoder beside the graph (OUT/vocoder.safetensors); return its config entry,
+    or 'griffin-lim'. A bundle's vocoder is copied; a run's is read from the vocoder run it names."""
+    import shutil
+
+    from voicetrain.inference.vocoder import (
+        GRIFFIN_LIM, VOCODER_WEIGHTS, check_compatible, is_griffin_lim, load_vocoder_checkpoint, save_vocoder_files)
+
+    target = out / VOCODER_WEIGHTS
+    entry: dict[str, Any] | None = None
+    bundled = parts.info.get("vocoder")
+    if isinstance(bundled, dict):
+        shutil.copyfile(Path(parts.path) / bundled.get("weights", VOCODER_WEIGHTS), target)
+        entry = dict(bundled, weights=VOCODER_WEIGHTS)
+    elif not isinstance(bundled, str) and not is_griffin_lim(parts.run_cfg.vocoder):
+        if Path(parts.run_cfg.vocoder).exists():
+            voc = load_vocoder_checkpoint(parts.run_cfg.vocoder)
+            check_compatible(voc.audio, parts.run_cfg.audio, str(voc.path))
+            entry = save_vocoder_files(voc, out)
+        else:
+            warnings.warn(f"vocoder {parts.run_cfg.vocoder} named by the run does not exist; exporting with "
+                          f"{GRIFFIN_LIM}", stacklevel=2)
+    if entry is None:
+        if target.exists():  # a neural vocoder of an earlier export into the same folder
+            target.unlink()
+        return GRIFFIN_LIM
+    entry["sha256"] = sha256_file(target)
+    return entry
 
 
 __all__ = ["ExportableFastSpeech2", "ExportError", "ExportResult", "export_onnx", "load_source", "RegistryError"]

@@ -63,6 +63,7 @@ def load_onnx_synthesizer(folder: str | os.PathLike, griffin_lim_iters: int = 32
     from voicetrain.config import from_dict
     from voicetrain.data.cache import FeatureStats
     from voicetrain.inference.synthesizer import Synthesizer
+    from voicetrain.inference.vocoder import VOCODER_WEIGHTS, vocoder_from_files
     from voicetrain.registry.store import sha256_file
     from voicetrain.run_config import RunConfig
     from voicetrain.text.symbols import SymbolTable
@@ -86,5 +87,14 @@ def load_onnx_synthesizer(folder: str | os.PathLike, griffin_lim_iters: int = 32
         raise OnnxRuntimeError(f"{onnx_path} is damaged: sha256 differs from {cpath}; export again")
     run_cfg = from_dict(RunConfig, cfg["run_config"], where=f"{cpath}:run_config")
     model = OnnxAcousticModel(onnx_path, threads=threads)
+    voc = cfg.get("vocoder")
+    if isinstance(voc, dict):
+        weights = folder / voc.get("weights", VOCODER_WEIGHTS)
+        if not weights.is_file():
+            raise OnnxRuntimeError(f"{weights} is missing (named in {cpath})")
+        if voc.get("sha256") and sha256_file(weights) != voc["sha256"]:
+            raise OnnxRuntimeError(f"{weights} is damaged: sha256 differs from {cpath}; export again")
+    # the folder's own vocoder (or Griffin-Lim), never a vocoder path recorded in the run config
+    vocoder = vocoder_from_files(folder, voc, run_cfg.audio, griffin_lim_iters)
     return Synthesizer.from_parts(model, run_cfg, SymbolTable(tuple(cfg["symbols"])), FeatureStats(**cfg["stats"]),
-                                  griffin_lim_iters=griffin_lim_iters, checkpoint=str(onnx_path))
+                                  vocoder=vocoder, griffin_lim_iters=griffin_lim_iters, checkpoint=str(onnx_path))

@@ -20,7 +20,8 @@ from voicetrain.inference.checkpoint import find_checkpoint, load_model
 from voicetrain.run_config import RunConfig
 from voicetrain.text.symbols import SymbolTable
 from voicetrain.text.tokenizer import NoSpeakableTextError, Tokenizer, split_sentences
-from voicetrain.vocoders import GriffinLim, Vocoder
+from voicetrain.inference.vocoder import load_vocoder, vocoder_for_run
+from voicetrain.vocoders import Vocoder
 
 
 class UnknownSpeakerError(ValueError):
@@ -44,9 +45,13 @@ class Synthesizer:
     Griffin-Lim 10x slower (bench/synth.py). Set for the call and restored afterwards."""
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike, which: str = "best", vocoder: Vocoder | None = None,
+    def from_checkpoint(cls, path: str | os.PathLike, which: str = "best", vocoder: Vocoder | str | None = None,
                         griffin_lim_iters: int = 32) -> "Synthesizer":
-        """Load from a run folder (checkpoint chosen by ``which``) or a checkpoint file."""
+        """Load from a run folder (checkpoint chosen by ``which``) or a checkpoint file.
+
+        ``vocoder``: a Vocoder, 'griffin-lim', a vocoder RUN folder / checkpoint, or None for the one the
+        run names (``RunConfig.vocoder``).
+        """
         ckpt_path = find_checkpoint(path, which)
         loaded = load_model(ckpt_path)
         return cls.from_parts(loaded.model, loaded.run_cfg, loaded.symbols, loaded.stats, vocoder,
@@ -54,8 +59,14 @@ class Synthesizer:
 
     @classmethod
     def from_parts(cls, model, run_cfg: RunConfig, symbols: SymbolTable, stats: FeatureStats,
-                   vocoder: Vocoder | None = None, griffin_lim_iters: int = 32, checkpoint: str = "") -> "Synthesizer":
-        vocoder = vocoder or GriffinLim(run_cfg.audio, n_iter=griffin_lim_iters)
+                   vocoder: Vocoder | str | None = None, griffin_lim_iters: int = 32,
+                   checkpoint: str = "") -> "Synthesizer":
+        """``vocoder`` as in :meth:`from_checkpoint`. An explicitly named vocoder must exist and fit the
+        voice's mels; a run's own vocoder that has gone missing falls back to Griffin-Lim with a warning."""
+        if isinstance(vocoder, (str, os.PathLike)):
+            vocoder = load_vocoder(vocoder, run_cfg.audio, griffin_lim_iters)
+        elif vocoder is None:
+            vocoder = vocoder_for_run(run_cfg.vocoder, run_cfg.audio, griffin_lim_iters)
         return cls(model.eval(), vocoder.eval(), Tokenizer(run_cfg.text, symbols), stats, run_cfg.audio,
                    list(run_cfg.speakers), checkpoint, speaker_aliases=dict(run_cfg.speaker_map))
 

@@ -11,7 +11,9 @@ from voicetrain.registry.store import (
     BUNDLE_SCHEMA_VERSION, VOICE_JSON, WEIGHTS, ModelStore, RegistryError, now_iso, validate_name)
 
 
-def voice_json(*, name: str, version: str, loaded, checkpoint: Path, created: str) -> dict:
+def voice_json(*, name: str, version: str, loaded, checkpoint: Path, created: str,
+               vocoder: dict | str = "griffin-lim") -> dict:
+    """``vocoder``: 'griffin-lim', or the entry describing vocoder.safetensors in the bundle."""
     from voicetrain import __version__
     from voicetrain.config import to_dict
 
@@ -24,7 +26,7 @@ def voice_json(*, name: str, version: str, loaded, checkpoint: Path, created: st
         "symbols": list(loaded.symbols.symbols),
         "stats": to_dict(loaded.stats),
         "speakers": list(cfg.speakers),
-        "vocoder": cfg.vocoder,
+        "vocoder": vocoder,
         "audio": to_dict(cfg.audio),
         "text": to_dict(cfg.text),
         "source": {"checkpoint": str(checkpoint), "step": loaded.step},
@@ -32,11 +34,20 @@ def voice_json(*, name: str, version: str, loaded, checkpoint: Path, created: st
 
 
 def register_run(run: str | os.PathLike, name: str | None = None, checkpoint: str = "best",
-                 store: ModelStore | str | os.PathLike | None = None) -> Path:
+                 store: ModelStore | str | os.PathLike | None = None,
+                 vocoder: str | os.PathLike | None = None) -> Path:
     """Add RUN's checkpoint (``best``, ``last`` or a step number) as the next version of NAME.
 
-    NAME defaults to the run folder's name. Returns the new bundle folder.
+    NAME defaults to the run folder's name. ``vocoder`` ('griffin-lim' or a vocoder RUN / checkpoint)
+    overrides the one the run names; a neural vocoder's generator weights go into the bundle as
+    vocoder.safetensors, so the bundle speaks the same on a machine without the vocoder run.
+    Returns the new bundle folder.
     """
+    import dataclasses
+
+    from voicetrain.inference.vocoder import (
+        GRIFFIN_LIM, check_compatible, is_griffin_lim, load_vocoder_checkpoint, save_vocoder_files)
+
     from safetensors.torch import save_file
 
     from voicetrain import __version__
@@ -50,6 +61,17 @@ def register_run(run: str | os.PathLike, name: str | None = None, checkpoint: st
         raise RegistryError(f"--checkpoint must be best, last or a step number, got {checkpoint!r}")
     ckpt_path = find_checkpoint(run, checkpoint)
     loaded = load_model(ckpt_path)
+    spec = loaded.run_cfg.vocoder if vocoder is None else str(vocoder)
+    voc = None
+    if not is_griffin_lim(spec):
+        if not Path(spec).exists():
+            raise RegistryError(f"vocoder {spec} does not exist (named by "
+                                f"{'--vocoder' if vocoder is not None else ckpt_path}); pass --vocoder "
+                                f"VOCODER_RUN or --vocoder {GRIFFIN_LIM}")
+        voc = load_vocoder_checkpoint(spec)
+        check_compatible(voc.audio, loaded.run_cfg.audio, str(voc.path))
+        spec = str(Path(spec).resolve())
+    loaded.run_cfg = dataclasses.replace(loaded.run_cfg, vocoder=GRIFFIN_LIM if voc is None else spec)
     run_dir = run if run.is_dir() else (ckpt_path.parent.parent if ckpt_path.parent.name == "checkpoints" else None)
     hparams = model_config(loaded.run_cfg.model, loaded.run_cfg.preset, loaded.run_cfg.model_config)
     state = {k: v.detach().contiguous().clone() for k, v in loaded.model.state_dict().items()}
@@ -58,9 +80,10 @@ def register_run(run: str | os.PathLike, name: str | None = None, checkpoint: st
     def build(tmp: Path, version: str) -> None:
         created = now_iso()
         save_file(state, str(tmp / WEIGHTS), metadata={"format": "pt", "voicetrain_version": __version__})
+        voc_entry = save_vocoder_files(voc, tmp) if voc is not None else GRIFFIN_LIM
         (tmp / VOICE_JSON).write_text(json.dumps(
-            voice_json(name=name, version=version, loaded=loaded, checkpoint=ckpt_path, created=created),
-            indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+            voice_json(name=name, version=version, loaded=loaded, checkpoint=ckpt_path, created=created,
+                       vocoder=voc_entry), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
         card = build_card(name=name, version=version, run=run_dir, checkpoint=ckpt_path, step=loaded.step,
                           run_cfg=loaded.run_cfg, model_hparams=hparams, n_parameters=n_params, created=created,
                           package_version=__version__)

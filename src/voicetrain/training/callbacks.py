@@ -43,9 +43,11 @@ class MetricsFile(L.Callback):
     On resume, rows past the resumed step are dropped so the file matches the checkpoint.
     """
 
-    def __init__(self, run_dir: Path, log_every: int):
+    def __init__(self, run_dir: Path, log_every: int, plot_key: str = "loss"):
         self.path = run_dir / "metrics.csv"
         self.plot_path = run_dir / "loss.png"
+        self.plot_key = plot_key
+        """Metric plotted for train and val (vocoder runs plot 'mel': their train loss includes GAN terms)."""
         self.log_every = max(log_every, 1)
         self.rows: list[dict[str, Any]] = []
         self.start = time.time()
@@ -110,7 +112,7 @@ class MetricsFile(L.Callback):
         w.writerows(self.rows)
         atomic_write_text(self.path, buf.getvalue())
         if any("val/loss" in r for r in self.rows) or len(self.rows) > 1:
-            plots.plot_losses(self.rows, self.plot_path)
+            plots.plot_losses(self.rows, self.plot_path, key=self.plot_key)
 
 
 class SampleWriter(L.Callback):
@@ -162,6 +164,35 @@ class SampleWriter(L.Callback):
                     tb.add_audio(f"samples/{sid}", torch.from_numpy(wav)[None], step, sample_rate=synth.sample_rate)
         finally:
             pl_module.model.train(was_training)
+
+
+class VocoderSamples(L.Callback):
+    """Every N steps: the vocoded validation utterances (kept by the module's validation) to
+    RUN/samples/step_N/ID.wav and TensorBoard; the real recordings once to RUN/samples/real/."""
+
+    def __init__(self, run_dir: Path, every: int, sample_rate: int, real: list[tuple[str, np.ndarray]]):
+        self.dir = run_dir / "samples"
+        self.every = max(every, 1)
+        self.sample_rate = sample_rate
+        self.real = real
+        self.last_step = -1
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        step = trainer.global_step
+        if trainer.sanity_checking or trainer.global_rank != 0:
+            return
+        if step - self.last_step < self.every and self.last_step >= 0:
+            return
+        tb = next((lg.experiment for lg in trainer.loggers
+                   if hasattr(lg, "experiment") and hasattr(lg.experiment, "add_audio")), None)
+        if self.last_step < 0:
+            for uid, wav in self.real:
+                save_wav(self.dir / "real" / f"{uid}.wav", wav, self.sample_rate)
+        self.last_step = step
+        for uid, wav in pl_module.val_audio:
+            save_wav(self.dir / f"step_{step:07d}" / f"{uid}.wav", wav.numpy(), self.sample_rate)
+            if tb is not None:
+                tb.add_audio(f"samples/{uid}", wav[None].clamp(-1, 1), step, sample_rate=self.sample_rate)
 
 
 class HealthCheck(L.Callback):

@@ -1,0 +1,421 @@
+"""train_vocoder(cfg): from a prepared dataset to a vocoder run folder with checkpoints, logs and samples.
+
+Vocoder run folder layout::
+
+    VOCODER_RUN/config.yaml        VocoderRunConfig (reproduce: `voicetrain train-vocoder DATASET --config ...`)
+    VOCODER_RUN/checkpoints/       step=N.ckpt (last K), best-step=N.ckpt (lowest validation log-mel L1), last.ckpt
+    VOCODER_RUN/metrics.csv, loss.png   (loss.png plots the log-mel L1, train and validation)
+    VOCODER_RUN/tb/                TensorBoard: losses and audio
+    VOCODER_RUN/samples/           real/ID.wav once, step_N/ID.wav vocoded validation utterances
+    VOCODER_RUN/generated_mels/    with --on-generated: the acoustic model's teacher-forced mels (+ source.json)
+    VOCODER_RUN/result.json        summary written at the end
+
+An acoustic run uses the vocoder with `voicetrain synth RUN --vocoder VOCODER_RUN` (or
+`train --vocoder`, `models add --vocoder`); see :mod:`voicetrain.inference.vocoder`.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import logging
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+from torch.utils.data import DataLoader
+
+from voicetrain.config import ConfigError, atomic_write_bytes, atomic_write_text, from_dict, load_yaml, save_yaml
+from voicetrain.data.dataset import TTSDataset, collate
+from voicetrain.data.manifest import PreparedDataset, Utterance
+from voicetrain.data.vocoder_dataset import (
+    SegmentBatchSampler, VocoderDataset, collate_vocoder, generated_mel_path)
+from voicetrain.inference.checkpoint import find_checkpoint, load_checkpoint_safe
+from voicetrain.inference.vocoder import check_compatible
+from voicetrain.training.train import peak_rss_mb
+from voicetrain.vocoder_config import VocoderRunConfig
+from voicetrain.vocoders import discriminators
+from voicetrain.vocoders.registry import build_vocoder, vocoder_config
+
+
+@dataclass
+class VocoderEstimate:
+    seconds_per_step: float
+    """A full GAN step (generator + discriminators)."""
+    seconds_per_reconstruction_step: float
+    """A step before ``loss.gan_start_step`` (generator and reconstruction losses only)."""
+    peak_rss_mb: float
+    threads: int
+    measured: dict = field(default_factory=dict)
+
+
+@dataclass
+class VocoderRunResult:
+    run_dir: str
+    steps: int
+    wall_seconds: float
+    steps_per_second: float
+    peak_rss_mb: float
+    final_train_mel: float | None
+    final_val_mel: float | None
+    best_checkpoint: str | None
+    last_checkpoint: str | None
+    generator_parameters: int = 0
+    discriminator_parameters: int = 0
+    estimate: VocoderEstimate | None = None
+    stopped_because: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def discriminator_config(cfg: VocoderRunConfig) -> discriminators.DiscriminatorConfig:
+    if cfg.preset not in discriminators.PRESETS:
+        raise ConfigError(f"unknown preset {cfg.preset!r} for the discriminators; available: "
+                          f"{', '.join(discriminators.PRESETS)}")
+    base = dataclasses.asdict(discriminators.PRESETS[cfg.preset])
+    base.update(cfg.discriminator_config)
+    return from_dict(discriminators.DiscriminatorConfig, base, where="discriminator_config")
+
+
+def build_networks(cfg: VocoderRunConfig):
+    """(generator, MPD, MRD, the generator's resolved config) for a vocoder run config."""
+    gcfg = vocoder_config(cfg.model, cfg.preset, cfg.model_config)
+    dcfg = discriminator_config(cfg)
+    return (build_vocoder(cfg.model, gcfg, cfg.audio), discriminators.MultiPeriodDiscriminator(dcfg),
+            discriminators.MultiResolutionDiscriminator(dcfg), gcfg)
+
+
+def _validate(cfg: VocoderRunConfig) -> None:
+    t = cfg.train
+    if t.precision.startswith("16"):
+        raise ConfigError("vocoder training supports precision 32-true or bf16-mixed, not "
+                          f"{t.precision!r} (the discriminator step has no grad scaler)")
+    if t.segment_frames < 2:
+        raise ConfigError(f"train.segment_frames must be at least 2, got {t.segment_frames}")
+    if cfg.optim.decay not in ("constant", "cosine"):
+        raise ConfigError(f"optim.decay must be 'constant' or 'cosine', got {cfg.optim.decay!r}")
+    build_networks(cfg)  # unknown model / preset / override keys fail here, before any work
+
+
+_MODEL_FIELDS = ("model", "preset", "model_config", "discriminator_config")
+
+
+def prepare_vocoder_run(dataset_dir: str | os.PathLike, run_dir: str | os.PathLike, cfg: VocoderRunConfig):
+    """Resolve the dataset; check a resumed run's settings; write RUN/config.yaml."""
+    ds = PreparedDataset.open(dataset_dir)
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg = dataclasses.replace(cfg, audio=ds.info.audio, dataset=str(Path(dataset_dir).resolve()))
+    _validate(cfg)
+    existing = run_dir / "config.yaml"
+    if existing.exists():
+        old = load_yaml(VocoderRunConfig, existing)
+        changed = [f for f in _MODEL_FIELDS if getattr(old, f) != getattr(cfg, f)]
+        if changed and any((run_dir / "checkpoints").glob("*.ckpt")):
+            raise ConfigError(f"{run_dir} already holds a vocoder run with other {', '.join(changed)}; use a new "
+                              "--out folder or the same settings to resume")
+    save_yaml(cfg, existing)
+    return ds, cfg
+
+
+# ----------------------------------------------------------------------------- --on-generated
+
+
+def generate_teacher_forced_mels(acoustic: str | os.PathLike, ds: PreparedDataset, utts: list[Utterance],
+                                 out_dir: Path, console: Console | None = None) -> dict[str, Any]:
+    """The acoustic model's teacher-forced mels (aligner durations, real pitch and energy) for ``utts``, as
+    un-normalized log-mels in OUT_DIR/AUDIOHASH.npy, frame for frame aligned with the real audio.
+
+    This is what the acoustic model outputs when it gets the timing right: fine-tuning the vocoder on it
+    teaches the vocoder the model's over-smoothing without teaching it a different timing. Files are reused
+    while OUT_DIR/source.json names the same checkpoint (path, size and mtime).
+    """
+    from voicetrain.inference.checkpoint import load_model
+
+    ckpt = find_checkpoint(acoustic, "best")
+    st = ckpt.stat()
+    source = {"checkpoint": str(Path(ckpt).resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    marker = out_dir / "source.json"
+    if marker.exists() and json.loads(marker.read_text()) != source:
+        for p in out_dir.glob("*.npy"):
+            p.unlink()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(marker, json.dumps(source, indent=1))
+    todo = [u for u in utts if not generated_mel_path(out_dir, u).exists()]
+    if not todo:
+        return source
+    loaded = load_model(ckpt)
+    run_cfg = loaded.run_cfg
+    check_compatible(run_cfg.audio, ds.info.audio, f"(acoustic run {acoustic})")
+    spk = {s: i for i, s in enumerate(run_cfg.speakers)}
+    for ds_name, name in run_cfg.speaker_map.items():
+        spk[ds_name] = spk[name]
+    missing = sorted({u.speaker for u in todo} - set(spk))
+    if missing:
+        raise ConfigError(f"speaker(s) {', '.join(missing)} of {ds.root} are not in the speaker table of {ckpt} "
+                          f"({', '.join(run_cfg.speakers)}); --on-generated needs an acoustic run trained (or "
+                          "fine-tuned) on this dataset's speakers")
+    items = TTSDataset(ds, todo, loaded.symbols, loaded.stats, spk)
+    mean = torch.tensor(loaded.stats.mel_mean)[:, None]
+    std = torch.tensor(loaded.stats.mel_std)[:, None]
+    model = loaded.model.eval()
+    (console or Console(stderr=True)).print(f"--on-generated: {len(todo)} teacher-forced mels from {ckpt}")
+    with torch.inference_mode():
+        for i, u in enumerate(todo):
+            b = collate([items[i]])
+            out = model(b.tokens, b.token_lens, b.mels, b.mel_lens, b.pitch, b.voiced, b.energy, b.speakers)
+            T = int(b.mel_lens[0])
+            mel = out.mel[0, :, :T] * std + mean
+            if mel.shape[1] < T:  # a reduction-factor decoder may stop short: hold the last frame
+                mel = torch.cat([mel, mel[:, -1:].expand(-1, T - mel.shape[1])], dim=1)
+            buf = _npy_bytes(mel.float().numpy())
+            atomic_write_bytes(generated_mel_path(out_dir, u), buf)
+    return source
+
+
+def _npy_bytes(arr: np.ndarray) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(arr, dtype=np.float32), allow_pickle=False)
+    return buf.getvalue()
+
+
+# ----------------------------------------------------------------------------- speed
+
+
+def estimate_speed(lit, batches, thread_options: tuple[int, ...] = ()) -> VocoderEstimate:
+    """Seconds per GAN step and per reconstruction-only step on real batches, with a throw-away copy.
+
+    With several ``thread_options`` each is measured and the fastest (by GAN step) is left set.
+    """
+    m = copy.deepcopy(lit)
+    opt_g = torch.optim.AdamW(m.generator.parameters(), lr=1e-4)
+    opt_d = torch.optim.AdamW(list(m.mpd.parameters()) + list(m.mrd.parameters()), lr=1e-4)
+    results = {}
+    for threads in thread_options or (torch.get_num_threads(),):
+        torch.set_num_threads(threads)
+        times: dict[str, list[float]] = {"gan": [], "recon": []}
+        for kind in ("recon", "gan"):
+            for i, b in enumerate(batches):
+                t0 = time.perf_counter()
+                fake = m.generator(b.mels)
+                if kind == "gan":
+                    d = m.discriminator_step_loss(b.audio, fake)
+                    opt_d.zero_grad()
+                    d["d_loss"].backward()
+                    opt_d.step()
+                terms = m.reconstruction_losses(fake, b.audio)
+                if kind == "gan":
+                    for p in list(m.mpd.parameters()) + list(m.mrd.parameters()):
+                        p.requires_grad_(False)
+                    terms.update(m.generator_adversarial_losses(fake, d["real_features"]))
+                opt_g.zero_grad()
+                m.generator_total(terms).backward()
+                opt_g.step()
+                for p in list(m.mpd.parameters()) + list(m.mrd.parameters()):
+                    p.requires_grad_(True)
+                if i > 0:  # the first step pays one-off allocation costs
+                    times[kind].append(time.perf_counter() - t0)
+        results[threads] = (float(np.mean(times["gan"])), float(np.mean(times["recon"])))
+    best = min(results, key=lambda k: results[k][0])
+    torch.set_num_threads(best)
+    del m, opt_g, opt_d
+    return VocoderEstimate(results[best][0], results[best][1], peak_rss_mb(), best,
+                           {t: {"gan_s": round(v[0], 3), "reconstruction_s": round(v[1], 3)} for t, v in results.items()})
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def _final_checkpoint_callback(ckpt_dir: Path):
+    from lightning.pytorch.callbacks import Checkpoint
+
+    class FinalCheckpoint(Checkpoint):
+        """Saves step=N.ckpt and last.ckpt on the last step, *inside* the loop.
+
+        A save after ``fit`` returns records a mid-epoch stop as a finished epoch (Lightning closes the
+        epoch when max_steps or max_time ends it), so a resume from it would skip the rest of that epoch's
+        batches. Being a Checkpoint, this runs after Lightning's Timer and so sees its stop request.
+        """
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            step = trainer.global_step
+            last = 0 < trainer.max_steps <= step
+            if (last or trainer.should_stop) and not (ckpt_dir / f"step={step}.ckpt").exists():
+                trainer.save_checkpoint(ckpt_dir / f"step={step}.ckpt")
+                trainer.save_checkpoint(ckpt_dir / "last.ckpt")
+
+    return FinalCheckpoint()
+
+
+def _warm_start(lit, source: str | os.PathLike, cfg: VocoderRunConfig, console: Console) -> str:
+    """Load generator and discriminator weights of another vocoder run (its best checkpoint)."""
+    ckpt = find_checkpoint(source, "best")
+    data = load_checkpoint_safe(ckpt)
+    meta = data.get("voicetrain") or {}
+    if meta.get("kind") != "vocoder":
+        raise ConfigError(f"--from {source}: {ckpt} is not a vocoder checkpoint")
+    old = from_dict(VocoderRunConfig, meta["vocoder_run_config"], where=f"{ckpt}:vocoder_run_config")
+    check_compatible(old.audio, cfg.audio, f"--from {ckpt}")
+    sd = data["state_dict"]
+    for prefix, module in (("generator.", lit.generator), ("mpd.", lit.mpd), ("mrd.", lit.mrd)):
+        module.load_state_dict({k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)})
+    console.print(f"warm start from {ckpt} (step {data.get('global_step', 0)})")
+    return str(Path(ckpt).resolve())
+
+
+def train_vocoder(dataset_dir: str | os.PathLike, run_dir: str | os.PathLike, cfg: VocoderRunConfig, *,
+                  resume: bool | str = "auto", init_from: str | os.PathLike | None = None, dry_run: bool = False,
+                  console: Console | None = None) -> VocoderRunResult:
+    """Train ``cfg.model`` on a prepared dataset into ``run_dir``.
+
+    resume: 'auto' continues from RUN/checkpoints/last.ckpt when it exists; True requires it; False starts fresh.
+    init_from: a vocoder RUN or checkpoint to warm-start from (ignored when resuming).
+    The process's torch thread count is restored afterwards.
+    """
+    threads_before = torch.get_num_threads()
+    try:
+        return _train_vocoder(dataset_dir, run_dir, cfg, resume=resume, init_from=init_from, dry_run=dry_run,
+                              console=console or Console(stderr=True))
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _train_vocoder(dataset_dir, run_dir, cfg: VocoderRunConfig, *, resume, init_from, dry_run,
+                   console: Console) -> VocoderRunResult:
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    from voicetrain.training.callbacks import MetricsFile, TimeSnapshots, VocoderSamples
+    from voicetrain.training.checkpoint_io import AtomicCheckpointIO
+    from voicetrain.training.vocoder_module import VocoderLightningModule
+
+    run_dir = Path(run_dir)
+    cores = os.cpu_count() or 1
+    torch.set_num_threads(cfg.train.threads or cores)
+    ckpt_dir = run_dir / "checkpoints"
+    last = ckpt_dir / "last.ckpt"
+    if resume and resume != "auto" and not last.exists():
+        raise FileNotFoundError(f"--resume given but {last} does not exist")
+    ckpt_path = str(last) if resume and last.exists() else None
+    if init_from and not ckpt_path:
+        # a warm start continues the --from run's networks: its architecture is this run's
+        src = load_checkpoint_safe(find_checkpoint(init_from, "best")).get("voicetrain") or {}
+        if src.get("kind") == "vocoder":
+            old = from_dict(VocoderRunConfig, src["vocoder_run_config"], where=f"{init_from}:vocoder_run_config")
+            cfg = dataclasses.replace(cfg, **{f: getattr(old, f) for f in _MODEL_FIELDS})
+    if ckpt_path:
+        console.print(f"resuming from {last}")
+    ds, cfg = prepare_vocoder_run(dataset_dir, run_dir, cfg)
+
+    L.seed_everything(cfg.train.seed, workers=True, verbose=False)
+    generator, mpd, mrd, gcfg = build_networks(cfg)
+    lit = VocoderLightningModule(generator, mpd, mrd, cfg, dataclasses.asdict(gcfg))
+    if init_from and not ckpt_path:
+        cfg = dataclasses.replace(cfg, init_from=_warm_start(lit, init_from, cfg, console))
+        lit.cfg = cfg
+        save_yaml(cfg, run_dir / "config.yaml")
+
+    train_utts = ds.manifest("train")
+    val_utts = ds.manifest("val") or train_utts[: max(1, len(train_utts) // 10)]
+    if not train_utts:
+        raise ConfigError(f"{ds.root}: the training split is empty; prepare more data")
+    val_utts = val_utts[: max(cfg.train.n_val_utterances, 1)]
+    mel_dir = None
+    if cfg.on_generated:
+        mel_dir = run_dir / "generated_mels"
+        generate_teacher_forced_mels(cfg.on_generated, ds, train_utts + val_utts, mel_dir, console)
+
+    skip = None
+    if ckpt_path:
+        data = load_checkpoint_safe(ckpt_path).get("voicetrain_data")
+        if data:
+            skip = (data["epoch"], data["batches_done"])
+    t = cfg.train
+    train_set = VocoderDataset(ds, train_utts, t.segment_frames, t.seed, mel_dir)
+    val_set = VocoderDataset(ds, val_utts, None, mel_dir=mel_dir, max_frames=t.val_max_frames)
+    sampler = SegmentBatchSampler(len(train_set), t.batch_size, t.seed, skip=skip)
+    train_loader = DataLoader(train_set, batch_sampler=sampler, collate_fn=collate_vocoder,
+                              num_workers=t.num_workers, persistent_workers=t.num_workers > 0)
+    val_loader = DataLoader(val_set, batch_size=1, shuffle=False, collate_fn=collate_vocoder, num_workers=0)
+
+    n_gen = sum(p.numel() for p in generator.parameters())
+    n_disc = sum(p.numel() for p in list(mpd.parameters()) + list(mrd.parameters()))
+    console.print(f"[bold]{cfg.model}[/bold] ({cfg.preset}): generator {n_gen/1e6:.2f} M parameters, discriminators "
+                  f"{n_disc/1e6:.2f} M; {len(train_set)} train / {len(val_set)} val utterances; segments of "
+                  f"{t.segment_frames} frames x {sampler.batch_size}; mels: "
+                  + (f"generated by {cfg.on_generated}" if cfg.on_generated else "real (feature cache)"))
+    # a separate sampler: iterating the training one would use up its resume skip
+    probe = DataLoader(train_set, batch_sampler=SegmentBatchSampler(len(train_set), t.batch_size, t.seed),
+                       collate_fn=collate_vocoder)
+    it = iter(probe)
+    batches = [next(it) for _ in range(min(3, len(sampler)))]
+    while len(batches) < 3:
+        batches.append(batches[-1])
+    options = (1, cores) if t.threads == 0 and cores > 1 else ()
+    est = estimate_speed(lit, batches, options)
+    if options:
+        console.print("threads: " + ", ".join(f"{k}: {v['gan_s']:.2f} s/step" for k, v in est.measured.items())
+                      + f" -> using {est.threads}")
+    console.print(f"estimate: {est.seconds_per_step:.2f} s per GAN step, {est.seconds_per_reconstruction_step:.2f} s "
+                  f"per reconstruction-only step (the first {cfg.loss.gan_start_step}); peak RSS {est.peak_rss_mb:.0f} MB")
+    if dry_run:
+        return VocoderRunResult(str(run_dir), 0, 0.0, 0.0, est.peak_rss_mb, None, None, None, None, n_gen, n_disc,
+                                est, stopped_because="dry-run")
+
+    real = [(u.id, val_set[i].audio.numpy()) for i, u in enumerate(val_set.utts)]
+    periodic = ModelCheckpoint(dirpath=ckpt_dir, filename="step={step}", auto_insert_metric_name=False,
+                               every_n_train_steps=t.checkpoint_every_steps, save_top_k=t.keep_last,
+                               monitor="step", mode="max", save_last=True, save_on_train_epoch_end=False)
+    best = ModelCheckpoint(dirpath=ckpt_dir, filename="best-step={step}", auto_insert_metric_name=False,
+                           monitor="val/loss", mode="min", save_top_k=1, save_last=False)
+    callbacks = [MetricsFile(run_dir, t.log_every_steps, plot_key="mel"),
+                 VocoderSamples(run_dir, t.sample_every_steps, cfg.audio.sample_rate, real), periodic, best,
+                 _final_checkpoint_callback(ckpt_dir)]
+    if t.snapshot_minutes:
+        callbacks.append(TimeSnapshots(ckpt_dir, list(t.snapshot_minutes)))
+    max_time = {"seconds": int(t.max_minutes * 60)} if t.max_minutes else None
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*LightningModule.*")
+    warnings.filterwarnings("ignore", message=".*dataloader is not resumable.*")
+    # the state after the step is what we want saved (the warning is about pre-step state)
+    warnings.filterwarnings("ignore", message=".*ModelCheckpoint with manual optimization.*")
+    trainer = L.Trainer(
+        default_root_dir=str(run_dir), max_steps=t.max_steps, max_time=max_time,
+        accelerator=t.accelerator, devices=t.devices, precision=t.precision,
+        val_check_interval=min(t.val_every_steps, max(t.max_steps, 1)), check_val_every_n_epoch=None,
+        num_sanity_val_steps=0, log_every_n_steps=t.log_every_steps, callbacks=callbacks,
+        logger=TensorBoardLogger(str(run_dir), name="tb", version="", default_hp_metric=False),
+        plugins=[AtomicCheckpointIO()], enable_model_summary=False, benchmark=False, enable_progress_bar=True,
+    )
+    step0 = int(load_checkpoint_safe(ckpt_path).get("global_step", 0)) if ckpt_path else 0
+    start = time.time()
+    trainer.fit(lit, train_dataloaders=train_loader, val_dataloaders=val_loader, ckpt_path=ckpt_path)
+    wall = time.time() - start
+    m = trainer.callback_metrics
+    steps_done = trainer.global_step - step0
+    result = VocoderRunResult(
+        run_dir=str(run_dir), steps=trainer.global_step, wall_seconds=wall,
+        steps_per_second=steps_done / wall if wall > 0 else 0.0, peak_rss_mb=peak_rss_mb(),
+        final_train_mel=float(m["train/mel"]) if "train/mel" in m else None,
+        final_val_mel=float(m["val/mel"]) if "val/mel" in m else None,
+        best_checkpoint=best.best_model_path or None,
+        last_checkpoint=str(find_checkpoint(run_dir, "last")) if any(ckpt_dir.glob("*.ckpt")) else None,
+        generator_parameters=n_gen, discriminator_parameters=n_disc, estimate=est,
+        stopped_because="max_steps" if trainer.global_step >= t.max_steps else "time limit",
+    )
+    atomic_write_text(run_dir / "result.json", json.dumps(dataclasses.asdict(result), indent=1))
+    return result
+
+
+__all__ = ["VocoderRunResult", "VocoderEstimate", "train_vocoder", "generate_teacher_forced_mels",
+           "build_networks", "discriminator_config", "prepare_vocoder_run"]
