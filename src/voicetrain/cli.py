@@ -203,7 +203,7 @@ def finetune_cmd(
 def train_vocoder_cmd(
     dataset: Path = typer.Argument(..., help="A prepared DATASET folder: its cached mels and wavs are the training data."),
     out: Path = typer.Option(..., "--out", help="VOCODER_RUN folder; an existing run with checkpoints is resumed."),
-    init_from: Optional[Path] = typer.Option(None, "--from", help="Continue from another vocoder run (its best "
+    init_from: Optional[Path] = typer.Option(None, "--from", help="Continue from another vocoder run (its last "
                                              "checkpoint): e.g. the universal vocoder, fine-tuned to a new voice."),
     on_generated: Optional[Path] = typer.Option(
         None, "--on-generated", help="Acoustic RUN whose teacher-forced mels (aligner durations) replace the real "
@@ -252,7 +252,7 @@ def train_vocoder_cmd(
     typer.echo(f"{out}: {result.steps} steps in {result.wall_seconds/60:.1f} min ({result.steps_per_second:.2f} steps/s, "
                f"peak RSS {result.peak_rss_mb:.0f} MB); validation log-mel L1 {result.final_val_mel}; "
                f"stopped: {result.stopped_because}")
-    typer.echo(f"best checkpoint: {result.best_checkpoint}\nuse it: voicetrain synth RUN --vocoder {out} --text ... "
+    typer.echo(f"last checkpoint: {result.last_checkpoint}\nuse it: voicetrain synth RUN --vocoder {out} --text ... "
                f"--out x.wav   samples: {out / 'samples'}")
 
 

@@ -15,7 +15,7 @@ import voicetrain
 from voicetrain.cli import app
 from voicetrain.inference.checkpoint import find_checkpoint, load_checkpoint_safe, load_model
 from voicetrain.inference.synthesizer import Synthesizer
-from voicetrain.inference.vocoder import VocoderError, load_vocoder
+from voicetrain.inference.vocoder import VocoderError, load_vocoder, vocoder_spec
 from voicetrain.registry.build import register_run
 from voicetrain.registry.store import ModelStore
 from voicetrain.training.checkpoint_io import save_checkpoint_atomic
@@ -113,3 +113,12 @@ def test_export_carries_the_vocoder(store_with_vocoder, tmp_path):
         assert torch.equal(a, b), k
     audio, sr = synth.synthesize(TEXT)
     assert sr == 22050 and len(audio) > 0
+
+
+def test_vocoder_spec_for_run_configs(tiny_vocoder_run, tmp_path, monkeypatch):
+    """`train --vocoder` stores 'griffin-lim' or an absolute path: the run must work from any cwd."""
+    assert vocoder_spec("Griffin-Lim") == vocoder_spec(None) == "griffin-lim"
+    monkeypatch.chdir(tiny_vocoder_run.parent)
+    assert vocoder_spec(tiny_vocoder_run.name) == str(tiny_vocoder_run.resolve())
+    with pytest.raises(FileNotFoundError):
+        vocoder_spec(str(tmp_path / "missing"))

@@ -65,8 +65,14 @@ def _build(name: str, model_config: dict[str, Any], audio: AudioConfig, where: s
     return build_vocoder(name, cfg, audio)
 
 
-def load_vocoder_checkpoint(path: str | os.PathLike, which: str = "best") -> LoadedVocoder:
-    """A vocoder RUN folder (its ``which`` checkpoint: best, last or a step) or checkpoint file."""
+def load_vocoder_checkpoint(path: str | os.PathLike, which: str = "last") -> LoadedVocoder:
+    """A vocoder RUN folder (its ``which`` checkpoint: last, best or a step) or checkpoint file.
+
+    'last' by default: a GAN vocoder's log-mel L1 (what best-step=N.ckpt minimizes) is not its quality.
+    Adversarial training trades a little mel L1 for phase coherence and texture, so the lowest-L1
+    checkpoint is often one from before the discriminators joined, the buzzy one. HiFi-GAN and Vocos
+    likewise release their latest weights.
+    """
     ckpt_path = find_checkpoint(path, which)
     ckpt = load_checkpoint_safe(ckpt_path)
     meta = ckpt.get("voicetrain") or {}
@@ -99,7 +105,7 @@ def check_compatible(vocoder_audio: AudioConfig, audio: AudioConfig, vocoder_des
 
 
 def load_vocoder(spec: str | os.PathLike | None, audio: AudioConfig, griffin_lim_iters: int = 32,
-                 which: str = "best") -> Vocoder:
+                 which: str = "last") -> Vocoder:
     """``"griffin-lim"`` (or None) -> GriffinLim; a vocoder RUN folder or checkpoint -> its generator.
 
     The vocoder must fit ``audio`` (the acoustic model's AudioConfig), else VocoderError.

@@ -3,7 +3,8 @@
 Vocoder run folder layout::
 
     VOCODER_RUN/config.yaml        VocoderRunConfig (reproduce: `voicetrain train-vocoder DATASET --config ...`)
-    VOCODER_RUN/checkpoints/       step=N.ckpt (last K), best-step=N.ckpt (lowest validation log-mel L1), last.ckpt
+    VOCODER_RUN/checkpoints/       step=N.ckpt (last K), last.ckpt (what synthesis uses), best-step=N.ckpt
+                                   (lowest validation log-mel L1, for reference: see inference/vocoder.py)
     VOCODER_RUN/metrics.csv, loss.png   (loss.png plots the log-mel L1, train and validation)
     VOCODER_RUN/tb/                TensorBoard: losses and audio
     VOCODER_RUN/samples/           real/ID.wav once, step_N/ID.wav vocoded validation utterances
@@ -256,8 +257,9 @@ def _final_checkpoint_callback(ckpt_dir: Path):
 
 
 def _warm_start(lit, source: str | os.PathLike, cfg: VocoderRunConfig, console: Console) -> str:
-    """Load generator and discriminator weights of another vocoder run (its best checkpoint)."""
-    ckpt = find_checkpoint(source, "best")
+    """Load generator and discriminator weights of another vocoder run (its last checkpoint: see
+    :func:`voicetrain.inference.vocoder.load_vocoder_checkpoint` for why not the lowest-L1 one)."""
+    ckpt = find_checkpoint(source, "last")
     data = load_checkpoint_safe(ckpt)
     meta = data.get("voicetrain") or {}
     if meta.get("kind") != "vocoder":
@@ -308,7 +310,7 @@ def _train_vocoder(dataset_dir, run_dir, cfg: VocoderRunConfig, *, resume, init_
     ckpt_path = str(last) if resume and last.exists() else None
     if init_from and not ckpt_path:
         # a warm start continues the --from run's networks: its architecture is this run's
-        src = load_checkpoint_safe(find_checkpoint(init_from, "best")).get("voicetrain") or {}
+        src = load_checkpoint_safe(find_checkpoint(init_from, "last")).get("voicetrain") or {}
         if src.get("kind") == "vocoder":
             old = from_dict(VocoderRunConfig, src["vocoder_run_config"], where=f"{init_from}:vocoder_run_config")
             cfg = dataclasses.replace(cfg, **{f: getattr(old, f) for f in _MODEL_FIELDS})

@@ -1,4 +1,4 @@
-"""The vocoder interface every vocoder implements (Griffin-Lim now, neural vocoders later)."""
+"""The vocoder interface every vocoder implements (Griffin-Lim, Vocos)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,207 @@
+"""The universal neural vocoder against Griffin-Lim on a voice it never heard; prints ONE JSON line.
+
+    .venv/bin/python bench/vocoder.py [--minutes 120] [--marks 15,30,60,120] [--utterances 100]
+    .venv/bin/python bench/vocoder.py --vocoder VOCODER_RUN         # evaluate an existing run, no training
+
+1. Corpus: the multi-speaker demo preset (`voicetrain demo-data --voices multi`: 9 espeak-ng and
+   flite voices, --utterances ARCTIC prompts each), prepared as usual. flite ``slt`` is never in
+   that preset: it is the held-out voice.
+2. Training (unless --vocoder): `train-vocoder` under a wall-clock cap, with snapshot
+   checkpoints at --marks minutes (threads chosen by measurement, as in `train-vocoder`).
+3. Held-out: --held-out utterances of flite slt, prepared the same way. For each, the real
+   recording, Griffin-Lim (32 iterations) and the neural vocoder resynthesize from the
+   *real* cached mel; scored with the project's Evaluator: pocketsphinx CER and DNSMOS OVRL, and
+   MCD-DTW against the recording. Every snapshot and the final checkpoint are scored (the curve).
+4. Speed: one-thread RTF (seconds of compute per second of audio) of both vocoders in the same
+   process over the same held-out mels, best of --timing-repeats passes after a warm-up.
+
+Targets (issue 7): RTF <= 0.01; CER no worse than Griffin-Lim's; DNSMOS above Griffin-Lim's
+and within 0.3 of the real recordings'. Corpus, datasets and the run live under --work
+(default /tmp/voicetrain-bench-vocoder); the run folder is recreated unless --vocoder is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def ensure_dataset(work: Path, voices: list[str], utterances: int, seed: int, name: str, workers: int) -> Path:
+    from voicetrain.data.demo import make_demo_corpus
+    from voicetrain.data.prepare import PrepareConfig, prepare
+
+    corpus, ds = work / f"corpus-{name}{utterances}", work / f"dataset-{name}{utterances}"
+    if not (ds / "dataset.yaml").exists():
+        make_demo_corpus(corpus, voices, utterances=utterances, seed=seed, workers=workers)
+        prepare(PrepareConfig(input=str(corpus), out=str(ds), workers=workers))
+    return ds
+
+
+def held_out_items(ds_path: Path, n: int):
+    """(id, text, real wav, sr, un-normalized log-mel) of up to n utterances of the held-out dataset."""
+    import soundfile as sf
+
+    from voicetrain.data.cache import cache_path, load_features
+    from voicetrain.data.manifest import PreparedDataset
+
+    ds = PreparedDataset.open(ds_path)
+    utts = sorted(ds.manifest("train") + ds.manifest("val"), key=lambda u: u.id)[:n]
+    items = []
+    for u in utts:
+        wav, sr = sf.read(ds.root / u.audio, dtype="float32")
+        mel = load_features(cache_path(ds.root, ds.info.audio, u.audio_hash))["mel"]
+        items.append((u.id, u.text, wav, sr, mel))
+    return ds.info.audio, items
+
+
+def vocode_all(vocoder, items):
+    import torch
+
+    with torch.inference_mode():
+        return [vocoder(torch.from_numpy(mel)[None])[0].float().numpy() for *_, mel in items]
+
+
+def one_thread_rtf(vocoder, items, repeats: int) -> float:
+    """Best of ``repeats`` passes over all items (after one warm-up call), on one torch thread."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.inference_mode():
+            vocoder(torch.from_numpy(items[0][4])[None])
+            audio_s = sum(len(wav) / sr for _, _, wav, sr, _ in items)
+            best = float("inf")
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                for *_, mel in items:
+                    vocoder(torch.from_numpy(mel)[None])
+                best = min(best, time.perf_counter() - t0)
+        return best / audio_s
+    finally:
+        torch.set_num_threads(before)
+
+
+def score(ev, items, wavs, sr: int, against_real: bool = True) -> dict:
+    """Mean CER, DNSMOS OVRL and (``against_real``) MCD-DTW against the real recording of ``wavs``."""
+    from voicetrain.evaluation.metrics import error_rates, reference_distance
+
+    cer, dnsmos, mcd = [], [], []
+    for (uid, text, real, real_sr, _), wav in zip(items, wavs):
+        cer.append(error_rates(text, ev.asr.transcribe(wav, sr)).cer)
+        dnsmos.append(ev.dnsmos.score(wav, sr).ovrl)
+        if against_real:
+            mcd.append(reference_distance(wav, sr, real, real_sr).mcd_db)
+    out = {"cer": round(float(np.mean(cer)), 4), "dnsmos_ovrl": round(float(np.nanmean(dnsmos)), 3)}
+    if against_real:
+        out["mcd_db"] = round(float(np.nanmean(mcd)), 3)
+    return out
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--minutes", type=float, default=120.0, help="Training wall-clock cap.")
+    ap.add_argument("--marks", default="15,30,60,120", help="Snapshot minutes scored as the quality curve.")
+    ap.add_argument("--max-steps", type=int, default=None, help="Step cap (smoke runs).")
+    ap.add_argument("--vocoder", default=None, help="Evaluate this vocoder run instead of training one.")
+    ap.add_argument("--utterances", type=int, default=100, help="ARCTIC prompts per training voice.")
+    ap.add_argument("--held-out", type=int, default=20, help="Held-out utterances of flite slt.")
+    ap.add_argument("--preset", default="cpu")
+    ap.add_argument("--threads", type=int, default=0, help="Training threads; 0 = measured (1 or all cores).")
+    ap.add_argument("--timing-repeats", type=int, default=3)
+    ap.add_argument("--workers", type=int, default=2, help="Corpus synthesis and prepare workers.")
+    ap.add_argument("--work", default="/tmp/voicetrain-bench-vocoder")
+    ap.add_argument("--run", default=None, help="Vocoder run folder (default WORK/vocoder-run).")
+    args = ap.parse_args(argv)
+
+    from voicetrain.data.demo import HELD_OUT
+    from voicetrain.evaluation.models import Evaluator
+    from voicetrain.inference.vocoder import load_vocoder_checkpoint
+    from voicetrain.training.train import peak_rss_mb
+    from voicetrain.vocoders import GriffinLim
+
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    t_data = time.time()
+    train_ds = ensure_dataset(work, ["multi"], args.utterances, 0, "multi", args.workers)
+    held_ds = ensure_dataset(work, [HELD_OUT], args.held_out, 1, "slt", args.workers)
+    data_s = time.time() - t_data
+    load_before = os.getloadavg()[0]
+
+    train_info = None
+    if args.vocoder:
+        run = Path(args.vocoder)
+    else:
+        import dataclasses
+
+        from voicetrain.training.train_vocoder import train_vocoder
+        from voicetrain.vocoder_config import VocoderRunConfig, VocoderTrainConfig
+
+        run = Path(args.run or work / "vocoder-run")
+        shutil.rmtree(run, ignore_errors=True)
+        marks = [float(m) for m in args.marks.split(",") if m.strip() and float(m) <= args.minutes]
+        train_cfg = VocoderTrainConfig(max_minutes=args.minutes, threads=args.threads, snapshot_minutes=marks,
+                                       sample_every_steps=2000)
+        if args.max_steps:
+            train_cfg = dataclasses.replace(train_cfg, max_steps=args.max_steps)
+        t0 = time.time()
+        r = train_vocoder(train_ds, run, VocoderRunConfig(preset=args.preset, train=train_cfg))
+        train_info = {"minutes_cap": args.minutes, "steps": r.steps, "train_wall_s": round(time.time() - t0, 1),
+                      "steps_per_s": round(r.steps_per_second, 3), "threads": r.estimate.threads if r.estimate else None,
+                      "s_per_gan_step": round(r.estimate.seconds_per_step, 3) if r.estimate else None,
+                      "s_per_reconstruction_step": (round(r.estimate.seconds_per_reconstruction_step, 3)
+                                                    if r.estimate else None),
+                      "generator_parameters": r.generator_parameters,
+                      "discriminator_parameters": r.discriminator_parameters,
+                      "final_val_mel_l1": r.final_val_mel, "peak_rss_mb": round(peak_rss_mb(), 1),
+                      "stopped_because": r.stopped_because}
+
+    audio_cfg, items = held_out_items(held_ds, args.held_out)
+    final = load_vocoder_checkpoint(run, "last")
+    gl = GriffinLim(audio_cfg, n_iter=32)
+    sr = audio_cfg.sample_rate
+    rtf = {"neural": round(one_thread_rtf(final.vocoder, items, args.timing_repeats), 5),
+           "griffin_lim": round(one_thread_rtf(gl, items, args.timing_repeats), 5)}
+
+    ev = Evaluator()
+    real = score(ev, items, [wav for _, _, wav, _, _ in items], sr, against_real=False)
+    gl_scores = score(ev, items, vocode_all(gl, items), sr)
+    neural = score(ev, items, vocode_all(final.vocoder, items), sr)
+    curve = []
+    snaps = sorted(run.glob("checkpoints/time=*min-step=*.ckpt"),
+                   key=lambda p: float(p.name.split("=")[1].split("min")[0]))
+    for ck in snaps:
+        lv = load_vocoder_checkpoint(ck)
+        curve.append({"minutes": float(ck.name.split("=")[1].split("min")[0]), "step": lv.step,
+                      **score(ev, items, vocode_all(lv.vocoder, items), sr)})
+
+    out = {
+        "bench": "vocoder", "vocoder": final.name, "vocoder_run": str(run), "checkpoint": final.path.name,
+        "step": final.step, "model_config": final.model_config, "train": train_info,
+        "train_corpus": f"demo-data --voices multi, {args.utterances} utterances per voice",
+        "held_out": f"{HELD_OUT}: {len(items)} utterances, {sum(len(w) / s for _, _, w, s, _ in items):.1f} s",
+        "rtf_1thread": rtf,
+        "real": real, "griffin_lim": gl_scores, "neural": neural, "curve": curve,
+        "targets": {
+            "rtf_le_0.01": rtf["neural"] <= 0.01,
+            "cer_no_worse_than_griffin_lim": neural["cer"] <= gl_scores["cer"],
+            "dnsmos_above_griffin_lim": neural["dnsmos_ovrl"] > gl_scores["dnsmos_ovrl"],
+            "dnsmos_within_0.3_of_real": neural["dnsmos_ovrl"] >= real["dnsmos_ovrl"] - 0.3,
+        },
+        "data_prep_s": round(data_s, 1), "load_avg_before": round(load_before, 2),
+        "load_avg_after": round(os.getloadavg()[0], 2),
+        "machine": f"{os.cpu_count()} cpu {platform.processor() or platform.machine()}",
+    }
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
