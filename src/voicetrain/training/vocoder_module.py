@@ -119,8 +119,8 @@ class VocoderLightningModule(L.LightningModule):
             self._check_finite(d_terms)
             opt_d.zero_grad(set_to_none=True)
             self.manual_backward(d_terms["d_loss"])  # ``fake`` was detached: no generator gradients here
-            if clip:
-                self.clip_gradients(opt_d, gradient_clip_val=clip, gradient_clip_algorithm="norm")
+            if clip:  # plain torch clipping: Lightning's refuses fused optimizers under bf16 autocast
+                torch.nn.utils.clip_grad_norm_(self._d_params(), clip)
             opt_d.optimizer.step()  # not opt_d.step(): keeps global_step = generator updates (module docstring)
             logs.update(d_terms)
         terms = self.reconstruction_losses(fake, real)
@@ -133,7 +133,7 @@ class VocoderLightningModule(L.LightningModule):
         opt_g.zero_grad(set_to_none=True)
         self.manual_backward(g_loss)
         if clip:
-            self.clip_gradients(opt_g, gradient_clip_val=clip, gradient_clip_algorithm="norm")
+            torch.nn.utils.clip_grad_norm_(self.generator.parameters(), clip)
         opt_g.step()
         self.untoggle_optimizer(opt_g)
         sched_g.step()
@@ -145,6 +145,9 @@ class VocoderLightningModule(L.LightningModule):
         self.log("mel", terms["mel"].detach(), prog_bar=True, batch_size=len(batch), logger=False)
         if gan:
             self.log("d", logs["d_loss"].detach(), prog_bar=True, batch_size=len(batch), logger=False)
+
+    def _d_params(self) -> list[torch.nn.Parameter]:
+        return list(self.mpd.parameters()) + list(self.mrd.parameters())
 
     def _check_finite(self, terms: dict[str, torch.Tensor]) -> None:
         bad = [k for k, v in terms.items() if not torch.isfinite(v)]
@@ -169,7 +172,7 @@ class VocoderLightningModule(L.LightningModule):
         fused = all(p.device.type in ("cpu", "cuda") for p in self.parameters())
         opt_g = torch.optim.AdamW(self.generator.parameters(), lr=o.lr, betas=tuple(o.betas),
                                   weight_decay=o.weight_decay, fused=fused)
-        opt_d = torch.optim.AdamW(list(self.mpd.parameters()) + list(self.mrd.parameters()), lr=o.lr,
+        opt_d = torch.optim.AdamW(self._d_params(), lr=o.lr,
                                   betas=tuple(o.betas), weight_decay=o.weight_decay, fused=fused)
         max_steps = max(self.cfg.train.max_steps, 1)
 

@@ -80,7 +80,9 @@ def spectrum_from_head(head_out: torch.Tensor, max_log_magnitude: float) -> torc
     keeps the phase on the unit circle whatever the network outputs (Vocos' trick:
     no wrapping problem, no phase loss needed).
     """
-    log_mag, phase = head_out.chunk(2, dim=1)
+    # float32 from here on, also under bf16 autocast: complex bf16 does not exist, and the inverse STFT's
+    # overlap-add needs the precision
+    log_mag, phase = head_out.float().chunk(2, dim=1)
     mag = torch.exp(torch.clamp(log_mag, max=max_log_magnitude))
     return torch.complex(mag * torch.cos(phase), mag * torch.sin(phase))
 
