@@ -49,7 +49,13 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     n_mels, n_symbols = 80, 100
-    overrides = {k: json.loads(v) for k, v in (o.split("=", 1) for o in args.set)}
+    def parse(v: str):
+        try:
+            return json.loads(v)
+        except json.JSONDecodeError:  # a bare word is a string: --set decoder_type=conv
+            return v
+
+    overrides = {k: parse(v) for k, v in (o.split("=", 1) for o in args.set)}
     model = build_model(args.model, model_config(args.model, args.preset, overrides), n_symbols, n_mels, 1).train()
     b = synthetic_batch(args.batch_size, args.seconds, n_mels, n_symbols)
     opt = torch.optim.AdamW(model.parameters(), 1e-4, fused=True)

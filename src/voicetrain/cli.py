@@ -116,7 +116,7 @@ def train_cmd(
     preset: Optional[str] = typer.Option(None, "--preset", help="Model size preset: cpu (default), gpu, tiny."),
     config: Optional[Path] = typer.Option(None, "--config", help="RunConfig YAML (e.g. an earlier RUN/config.yaml)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size"),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate after warm-up."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate after warm-up (default: the model's own, fastspeech2 3e-3, tacotron2 1e-3)."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps"),
     max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Wall-clock cap; stops cleanly with a checkpoint."),
     accumulate: Optional[int] = typer.Option(None, "--accumulate", help="Gradient accumulation batches."),

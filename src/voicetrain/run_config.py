@@ -15,8 +15,10 @@ from voicetrain.config import AudioConfig, TextConfig
 
 @dataclass(frozen=True)
 class OptimConfig:
-    lr: float = 1e-3
-    """Peak learning rate of AdamW, reached after ``warmup_steps``."""
+    lr: Optional[float] = None
+    """Peak learning rate of AdamW, reached after ``warmup_steps``. None = the model's own
+    (fastspeech2 3e-3, tacotron2 1e-3; see models/registry.py); the run's config.yaml
+    records the value used."""
     weight_decay: float = 1e-6
     betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
     warmup_steps: int = 200

@@ -29,9 +29,14 @@ def make_batch(B=3, L=12, T=60, seed=0, n_speakers=2):
                 voiced=voiced, energy=energy, speakers=speakers)
 
 
+# architecture variants a config can select, each held to the same contract
+VARIANTS = {"fastspeech2+fft-decoder": ("fastspeech2", {"decoder_type": "fft", "mel_prior": False})}
+
+
 def tiny(name, n_speakers=2):
     torch.manual_seed(0)
-    return build_model(name, model_config(name, "tiny"), N_SYMBOLS, N_MELS, n_speakers)
+    model, overrides = VARIANTS.get(name, (name, {}))
+    return build_model(model, model_config(model, "tiny", overrides), N_SYMBOLS, N_MELS, n_speakers)
 
 
 def step_loss(model, batch, step=1000):
@@ -39,7 +44,7 @@ def step_loss(model, batch, step=1000):
     return out, model.loss(out, batch["mels"], batch["mel_lens"], batch["token_lens"], step=step)
 
 
-@pytest.fixture(params=sorted(MODELS))
+@pytest.fixture(params=sorted(MODELS) + sorted(VARIANTS))
 def name(request):
     return request.param
 

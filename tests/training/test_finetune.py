@@ -64,7 +64,7 @@ def test_freeze_encoder_keeps_encoder_bit_identical(tmp_path, tiny_run, prepared
     tuned = _state(run / "checkpoints" / "last.ckpt")
     frozen = [k for k in base if k.startswith(("model.encoder.", "model.embedding."))]
     assert frozen and all(torch.equal(base[k], tuned[k]) for k in frozen)
-    assert not torch.equal(base["model.decoder.blocks.0.conv1.weight"], tuned["model.decoder.blocks.0.conv1.weight"])
+    assert not torch.equal(base["model.mel_out.weight"], tuned["model.mel_out.weight"])
 
 
 def test_incompatible_sample_rate_is_refused(tmp_path, tiny_run, prepared_demo_dataset):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import os
 import random
 import signal
@@ -51,6 +52,40 @@ def test_resume_continues_exactly(tmp_path, prepared_demo_dataset):
     la = [r["train/loss"] for r in read_metrics(a) if r.get("train/loss")]
     lb = [r["train/loss"] for r in read_metrics(b) if r.get("train/loss")]
     assert [round(float(x), 5) for x in la] == [round(float(x), 5) for x in lb]
+
+
+def test_resume_mid_epoch_after_the_first_epoch(tmp_path, prepared_demo_dataset):
+    """Stopping inside epoch 1 (3 batches per epoch) and resuming gives the uninterrupted run's weights."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    kw = dict(checkpoint_every_steps=4, val_every_steps=100)
+    train(prepared_demo_dataset, a, tiny_cfg(max_steps=8, **kw))
+    train(prepared_demo_dataset, b, tiny_cfg(max_steps=4, **kw))
+    train(prepared_demo_dataset, b, tiny_cfg(max_steps=8, **kw))
+    sa = load_checkpoint_safe(a / "checkpoints" / "last.ckpt")
+    sb = load_checkpoint_safe(b / "checkpoints" / "last.ckpt")
+    assert sa["global_step"] == sb["global_step"] == 8
+    for k, v in sa["state_dict"].items():
+        assert torch.allclose(v, sb["state_dict"][k], atol=1e-6), k
+
+
+def test_each_epoch_sees_a_new_batch_order(prepared_demo_dataset):
+    """Lightning's epoch hook reaches the bucket sampler, so epochs are not replays of epoch 0."""
+    from lightning.fabric.utilities.data import _set_sampler_epoch
+
+    from voicetrain.data.manifest import PreparedDataset
+    from voicetrain.text.symbols import SymbolTable
+    from voicetrain.data.cache import FeatureStats
+    from voicetrain.training.train import make_loaders
+
+    ds = PreparedDataset.open(prepared_demo_dataset)
+    cfg = tiny_cfg(batch_size=2)
+    cfg = dataclasses.replace(cfg, speakers=list(ds.info.speakers or ["speaker"]))
+    _, _, loader, _ = make_loaders(ds, cfg, SymbolTable.load(ds.symbols_path), FeatureStats.load(ds.stats_path), None)
+    orders = []
+    for epoch in range(3):
+        _set_sampler_epoch(loader, epoch)
+        orders.append([list(b.ids) for b in loader])
+    assert orders[0] != orders[1] or orders[1] != orders[2]
 
 
 TRAIN_SCRIPT = """

@@ -167,6 +167,12 @@ class BucketBatchSampler(Sampler[list[int]]):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    @property
+    def sampler(self) -> "BucketBatchSampler":
+        """Lightning calls ``set_epoch`` on ``dataloader.batch_sampler.sampler`` (never on the
+        batch sampler itself): pointing it here is what makes each epoch's order differ."""
+        return self
+
     def batches(self) -> list[list[int]]:
         rng = np.random.default_rng(self.seed + self.epoch)
         idx = np.arange(len(self.lengths))

@@ -17,7 +17,7 @@ from torch import nn
 
 from voicetrain.models.aligner import (
     AlignmentEncoder, beta_binomial_log_prior, bin_loss, forward_sum_loss, hard_alignment)
-from voicetrain.models.layers import FFTStack, VariancePredictor, average_by_duration, regulate_length, sequence_mask
+from voicetrain.models.layers import ConvStack, FFTStack, VariancePredictor, average_by_duration, regulate_length, sequence_mask
 
 
 @dataclass(frozen=True)
@@ -26,15 +26,27 @@ class FastSpeech2Config:
 
     hidden: int = 160
     encoder_layers: int = 2
-    decoder_layers: int = 2
+    decoder_layers: int = 4
     heads: int = 2
     ff_dim: int = 320
     """Channels of the convolutional feed-forward inside each FFT block."""
     ff_kernel: int = 3
-    dropout: float = 0.1
+    dropout: float = 0.0
+    """Off on the CPU preset: minutes-long runs are far from overfitting and learn faster
+    without it (measured in BENCHMARKS.md); the GPU preset for long runs keeps 0.1."""
     predictor_filters: int = 160
     predictor_kernel: int = 3
     aligner_dim: int = 80
+    decoder_type: str = "conv"
+    """"fft" (Transformer blocks, as in the paper) or "conv" (ConvNeXt blocks: faster on a CPU)."""
+    mel_prior: bool = True
+    """Predict a per-phoneme mel linearly from the variance-adapted encoder states, upsampled
+    by the durations, and let the decoder predict only the residual; the prior gets its own
+    L1 loss (as Glow-TTS/Grad-TTS's encoder). The encoder is taught the phoneme's sound
+    directly, so intelligible output appears in fewer steps."""
+    prior_loss_weight: float = 1.0
+    conv_kernel: int = 7
+    conv_expansion: int = 2
     postnet_layers: int = 0
     """Optional residual conv postnet (0 = none: it costs ~30% speed for a small gain)."""
     max_frames_per_token: int = 60
@@ -49,11 +61,11 @@ class FastSpeech2Config:
 
 
 PRESETS: dict[str, FastSpeech2Config] = {
-    "tiny": FastSpeech2Config(hidden=32, encoder_layers=1, decoder_layers=1, heads=2, ff_dim=64,
+    "tiny": FastSpeech2Config(hidden=32, encoder_layers=1, decoder_layers=2, heads=2, ff_dim=64,
                               predictor_filters=32, aligner_dim=16, dropout=0.0),
     "cpu": FastSpeech2Config(),
     "gpu": FastSpeech2Config(hidden=256, encoder_layers=4, decoder_layers=4, ff_dim=1024, ff_kernel=9,
-                             predictor_filters=256, postnet_layers=5),
+                             predictor_filters=256, postnet_layers=5, dropout=0.1, decoder_type="fft"),
 }
 
 
@@ -72,6 +84,7 @@ class FastSpeech2Output:
     hard_attention: torch.Tensor  # (B, T, L)
     attention_logprob: torch.Tensor  # (B, T, L)
     log_prior: torch.Tensor  # (B, T, L)
+    mel_prior: torch.Tensor | None = None  # (B, M, T) when cfg.mel_prior
 
 
 class FastSpeech2(nn.Module):
@@ -89,8 +102,14 @@ class FastSpeech2(nn.Module):
         self.energy_predictor = VariancePredictor(D, cfg.predictor_filters, cfg.predictor_kernel, cfg.dropout)
         self.pitch_embedding = nn.Conv1d(1, D, 3, padding=1)
         self.energy_embedding = nn.Conv1d(1, D, 3, padding=1)
-        self.decoder = FFTStack(D, cfg.decoder_layers, cfg.heads, cfg.ff_dim, cfg.ff_kernel, cfg.dropout)
+        if cfg.decoder_type == "conv":
+            self.decoder = ConvStack(D, cfg.decoder_layers, cfg.conv_kernel, cfg.conv_expansion, cfg.dropout)
+        elif cfg.decoder_type == "fft":
+            self.decoder = FFTStack(D, cfg.decoder_layers, cfg.heads, cfg.ff_dim, cfg.ff_kernel, cfg.dropout)
+        else:
+            raise ValueError(f"decoder_type must be 'fft' or 'conv', not {cfg.decoder_type!r}")
         self.mel_out = nn.Linear(D, n_mels)
+        self.mel_prior = nn.Linear(D, n_mels) if cfg.mel_prior else None
         self.postnet = nn.ModuleList(
             nn.Conv1d(n_mels if i == 0 else D, n_mels if i == cfg.postnet_layers - 1 else D, 5, padding=2)
             for i in range(cfg.postnet_layers))
@@ -120,9 +139,17 @@ class FastSpeech2(nn.Module):
 
     def decode_frames(self, x: torch.Tensor, mask: torch.Tensor, speakers: torch.Tensor) -> torch.Tensor:
         """Already length-regulated frames x (B, T, D), mask (B, T) -> mel (B, M, T), zero at padding."""
+        return self._decode_frames(x, mask, speakers)[0]
+
+    def _decode_frames(self, x, mask, speakers) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """-> (mel (B, M, T), mel prior (B, M, T) or None)."""
+        fmask = mask[:, None, :].to(x.dtype)
+        prior = self.mel_prior(x).transpose(1, 2) * fmask if self.mel_prior is not None else None
         x = x + self.speaker_embedding(speakers)[:, None, :]
         y = self.decoder(x, mask)
         mel = self.mel_out(y).transpose(1, 2)
+        if prior is not None:
+            mel = mel + prior
         if len(self.postnet):
             r = mel
             for i, conv in enumerate(self.postnet):
@@ -130,7 +157,7 @@ class FastSpeech2(nn.Module):
                 if i < len(self.postnet) - 1:
                     r = torch.tanh(r)
             mel = mel + r
-        return mel * mask[:, None, :].to(mel.dtype)
+        return mel * fmask, prior
 
     # ------------------------------------------------------------------ training
     def forward(self, tokens, token_lens, mels, mel_lens, pitch, voiced, energy, speakers) -> FastSpeech2Output:
@@ -152,9 +179,10 @@ class FastSpeech2(nn.Module):
         pitch_p = self.pitch_predictor(h, tmask)
         energy_p = self.energy_predictor(h, tmask)
         hv = self._variance_embed(h, pitch_t, energy_t)
-        mel, _ = self.decode(hv, durations, speakers, max_frames=T)
+        x, _ = regulate_length(hv, durations, T)
+        mel, prior = self._decode_frames(x, frame_mask, speakers)
         return FastSpeech2Output(mel, log_dur, pitch_p, energy_p, durations, pitch_t, energy_t,
-                                 soft, hard, logprob, log_prior)
+                                 soft, hard, logprob, log_prior, prior)
 
     def loss(self, out: FastSpeech2Output, mels, mel_lens, token_lens, step: int) -> dict[str, torch.Tensor]:
         """All loss terms and their weighted total under key 'loss'."""
@@ -171,10 +199,13 @@ class FastSpeech2(nn.Module):
         align_loss = forward_sum_loss(out.attention_logprob, out.log_prior, token_lens, mel_lens)
         ramp = min(max(step - cfg.bin_loss_start_step, 0) / max(cfg.bin_loss_warmup_steps, 1), 1.0)
         b_loss = bin_loss(out.hard_attention, out.soft_attention) if ramp > 0 else mel_loss.new_zeros(())
-        total = (mel_loss + cfg.duration_loss_weight * dur_loss + cfg.pitch_loss_weight * pitch_loss
+        prior_loss = ((torch.abs(out.mel_prior - mels) * fmask).sum() / n_frames if out.mel_prior is not None
+                      else mel_loss.new_zeros(()))
+        total = (mel_loss + cfg.prior_loss_weight * prior_loss + cfg.duration_loss_weight * dur_loss + cfg.pitch_loss_weight * pitch_loss
                  + cfg.energy_loss_weight * energy_loss + cfg.align_loss_weight * (align_loss + ramp * b_loss))
         return {"loss": total, "mel": mel_loss, "duration": dur_loss, "pitch": pitch_loss,
-                "energy": energy_loss, "align": align_loss, "bin": b_loss}
+                "energy": energy_loss, "align": align_loss, "bin": b_loss,
+                **({"prior": prior_loss} if out.mel_prior is not None else {})}
 
     # ------------------------------------------------------------------ synthesis
     @torch.no_grad()

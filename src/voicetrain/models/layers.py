@@ -77,6 +77,46 @@ class FFTStack(nn.Module):
         return x
 
 
+class ConvNeXtBlock(nn.Module):
+    """Depthwise conv + pointwise MLP with a residual (ConvNeXt, as in Vocos).
+
+    About 5x fewer multiply-adds per frame than an FFT block at the same width and no
+    T x T attention matrix, so a mel decoder built from these trains faster and in less
+    memory on a CPU; local context is all a decoder needs once durations are known.
+    """
+
+    def __init__(self, dim: int, kernel: int, expansion: int, dropout: float, dilation: int = 1):
+        super().__init__()
+        self.dwconv = nn.Conv1d(dim, dim, kernel, padding=dilation * (kernel // 2), dilation=dilation, groups=dim)
+        self.norm = nn.LayerNorm(dim)
+        self.pw1 = nn.Linear(dim, expansion * dim)
+        self.pw2 = nn.Linear(expansion * dim, dim)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """x (B, N, D), mask (B, N) -> (B, N, D); padded positions are zeroed."""
+        m = mask.unsqueeze(-1).to(x.dtype)
+        y = self.dwconv((x * m).transpose(1, 2)).transpose(1, 2)
+        y = self.pw2(F.gelu(self.pw1(self.norm(y))))
+        return (x + self.drop(y)) * m
+
+
+class ConvStack(nn.Module):
+    """ConvNeXt blocks with dilations cycling 1, 2, 4 (receptive field grows without cost)."""
+
+    def __init__(self, dim: int, layers: int, kernel: int, expansion: int, dropout: float):
+        super().__init__()
+        self.blocks = nn.ModuleList(ConvNeXtBlock(dim, kernel, expansion, dropout, dilation=2 ** (i % 3))
+                                    for i in range(layers))
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """x (B, N, D), mask (B, N) -> (B, N, D)."""
+        for block in self.blocks:
+            x = block(x, mask)
+        return self.norm(x) * mask.unsqueeze(-1).to(x.dtype)
+
+
 class VariancePredictor(nn.Module):
     """Two conv layers + linear: predicts one value per input position (FastSpeech 2)."""
 

@@ -17,11 +17,15 @@ class ModelEntry:
     cls: type[nn.Module]
     config_cls: type
     presets: dict[str, Any]
+    default_lr: float
+    """Peak learning rate when the run does not set one. FastSpeech 2 with the conv decoder
+    learns fastest at 3e-3 (1e-3, 2e-3, 3e-3, 5e-3 measured in BENCHMARKS.md); Tacotron 2's
+    recurrent attention wants the usual 1e-3."""
 
 
 MODELS: dict[str, ModelEntry] = {
-    "fastspeech2": ModelEntry(fastspeech2.FastSpeech2, fastspeech2.FastSpeech2Config, fastspeech2.PRESETS),
-    "tacotron2": ModelEntry(tacotron2.Tacotron2, tacotron2.Tacotron2Config, tacotron2.PRESETS),
+    "fastspeech2": ModelEntry(fastspeech2.FastSpeech2, fastspeech2.FastSpeech2Config, fastspeech2.PRESETS, 3e-3),
+    "tacotron2": ModelEntry(tacotron2.Tacotron2, tacotron2.Tacotron2Config, tacotron2.PRESETS, 1e-3),
 }
 
 

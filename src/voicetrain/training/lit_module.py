@@ -142,7 +142,9 @@ class TTSLightningModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["voicetrain"] = self.voicetrain_payload()
         loop = self.trainer.fit_loop
-        done = loop.epoch_loop.batch_progress.current.completed
+        # 'processed', not 'completed': a checkpoint saved in on_train_batch_end runs before
+        # Lightning counts that batch completed, and resuming must not replay it
+        done = loop.epoch_loop.batch_progress.current.processed
         checkpoint["voicetrain_data"] = {"epoch": int(self.current_epoch), "batches_done": int(done)}
         checkpoint["voicetrain_rng"] = torch.get_rng_state()
 

@@ -36,7 +36,7 @@ from voicetrain.data.dataset import BucketBatchSampler, TTSDataset, collate
 from voicetrain.data.manifest import PreparedDataset
 from voicetrain.inference.checkpoint import find_checkpoint
 from voicetrain.inference.synthesizer import Synthesizer
-from voicetrain.models.registry import build_model, model_config
+from voicetrain.models.registry import MODELS, build_model, model_config
 from voicetrain.run_config import RunConfig
 from voicetrain.text.symbols import SymbolTable
 
@@ -107,6 +107,8 @@ def prepare_run(dataset_dir: str | os.PathLike, run_dir: str | os.PathLike, cfg:
         stats.save(run_dir / "stats.json")
     cfg = dataclasses.replace(cfg, audio=ds.info.audio, text=ds.info.text, dataset=str(Path(dataset_dir).resolve()),
                               speakers=_speaker_table(cfg, ds))
+    if cfg.optim.lr is None and cfg.model in MODELS:
+        cfg = dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, lr=MODELS[cfg.model].default_lr))
     if existing.exists():
         old = load_yaml(RunConfig, existing)
         if old.model != cfg.model or old.model_config != cfg.model_config or old.preset != cfg.preset:
@@ -154,13 +156,10 @@ def estimate_speed(model, lit_cls, cfg, symbols, stats, loader, n_steps: int = 3
     lit = lit_cls(m, cfg, symbols, stats)
     opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=cfg.optim.lr, fused=True)
     m.train()
-    batches, it = [], iter(loader)
-    for _ in range(n_steps + 1):
-        try:
-            batches.append(next(it))
-        except StopIteration:
-            it = iter(loader)
-            batches.append(next(it))
+    # index batches straight from the sampler's plan: iterating the loader would consume
+    # the resume skip of a ResumableBatchSampler before training starts
+    plan = loader.batch_sampler.batches()
+    batches = [loader.collate_fn([loader.dataset[i] for i in plan[k % len(plan)]]) for k in range(n_steps + 1)]
     results = {}
     for threads in thread_options or (torch.get_num_threads(),):
         torch.set_num_threads(threads)
