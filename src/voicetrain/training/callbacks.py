@@ -159,6 +159,9 @@ class SampleWriter(L.Callback):
             for sid, ids, spk in self.sentences:
                 mel = synth.mel_for_ids(ids, spk)
                 wav = synth.vocoder(mel[None])[0].float().numpy()
+                peak = float(abs(wav).max(initial=0.0))
+                if peak > 0.99:  # an early model's mels can overshoot: scale, as synthesis does, not clip
+                    wav = wav * (0.95 / peak)
                 save_wav(out_dir / f"{sid}.wav", wav, synth.sample_rate)
                 if tb is not None:
                     tb.add_audio(f"samples/{sid}", torch.from_numpy(wav)[None], step, sample_rate=synth.sample_rate)

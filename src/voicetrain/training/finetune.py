@@ -37,8 +37,8 @@ STRATEGIES = ("speaker-embedding", "freeze-encoder", "full")
 STRATEGY_DEFAULTS: dict[str, dict] = {
     # one 160-dim vector per speaker: a high rate is safe and reaches the voice fastest
     "speaker-embedding": {"lr": 1e-2, "warmup_steps": 20},
-    "freeze-encoder": {"lr": 5e-4, "warmup_steps": 50},
-    "full": {"lr": 2e-4, "warmup_steps": 50},
+    "freeze-encoder": {"lr": 1e-3, "warmup_steps": 50},
+    "full": {"lr": 5e-4, "warmup_steps": 50},
 }
 
 

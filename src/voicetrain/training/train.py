@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader
 
 from voicetrain.config import ConfigError, atomic_write_text, load_yaml, save_yaml
 from voicetrain.data.cache import FeatureStats
-from voicetrain.data.dataset import BucketBatchSampler, TTSDataset, collate
+from voicetrain.data.dataset import BucketBatchSampler, TTSDataset, collate, padded_collate
 from voicetrain.data.manifest import PreparedDataset
 from voicetrain.inference.checkpoint import find_checkpoint
 from voicetrain.inference.synthesizer import Synthesizer
@@ -137,10 +137,10 @@ def make_loaders(ds: PreparedDataset, cfg: RunConfig, symbols: SymbolTable, stat
     val_set = TTSDataset(ds, val_utts, symbols, stats, spk)
     bs = min(cfg.train.batch_size, len(train_set))
     sampler = ResumableBatchSampler(train_set.lengths, bs, seed=cfg.train.seed, shuffle=True, skip=skip)
-    train_loader = DataLoader(train_set, batch_sampler=sampler, collate_fn=collate,
+    train_loader = DataLoader(train_set, batch_sampler=sampler, collate_fn=padded_collate,
                               num_workers=cfg.train.num_workers, persistent_workers=cfg.train.num_workers > 0)
     val_sampler = BucketBatchSampler(val_set.lengths, bs, shuffle=False)
-    val_loader = DataLoader(val_set, batch_sampler=val_sampler, collate_fn=collate, num_workers=0)
+    val_loader = DataLoader(val_set, batch_sampler=val_sampler, collate_fn=padded_collate, num_workers=0)
     return train_set, val_set, train_loader, val_loader
 
 
