@@ -26,6 +26,10 @@ class OptimConfig:
     decay: str = "noam"
     """'noam' (inverse square root after warm-up), 'cosine' (to 10% at max_steps) or 'constant'."""
     grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    """Keep an exponential moving average of the weights, used for validation, samples and
+    every checkpoint's weights (the live weights are kept for resuming). The decay ramps up
+    as (1 + n) / (10 + n) to this cap. 0 = off."""
 
 
 @dataclass(frozen=True)

@@ -47,8 +47,9 @@ def test_resume_continues_exactly(tmp_path, prepared_demo_dataset):
     sa = load_checkpoint_safe(a / "checkpoints" / "last.ckpt")
     sb = load_checkpoint_safe(b / "checkpoints" / "last.ckpt")
     assert sa["global_step"] == sb["global_step"] == 6
-    for k, v in sa["state_dict"].items():
-        assert torch.allclose(v, sb["state_dict"][k], atol=1e-6), k
+    for key in ("state_dict", "current_model_state"):  # averaged and live weights both continue exactly
+        for k, v in sa[key].items():
+            assert torch.allclose(v, sb[key][k], atol=1e-6), (key, k)
     la = [r["train/loss"] for r in read_metrics(a) if r.get("train/loss")]
     lb = [r["train/loss"] for r in read_metrics(b) if r.get("train/loss")]
     assert [round(float(x), 5) for x in la] == [round(float(x), 5) for x in lb]
@@ -156,3 +157,43 @@ def test_overfit_four_real_utterances(tmp_path, prepared_demo_dataset):
     train(prepared_demo_dataset, run, cfg)
     mel = [float(r["train/mel"]) for r in read_metrics(run) if r.get("train/mel")]
     assert mel[-1] < mel[0] / 5, (mel[0], mel[-1])
+
+
+def test_ema_decay_ramps_up_to_its_cap():
+    from voicetrain.training.callbacks import ema_decay_at
+
+    assert ema_decay_at(0, 0.999) == 0.1
+    assert 0.94 < ema_decay_at(150, 0.999) < 0.95
+    assert ema_decay_at(100_000, 0.999) == 0.999
+
+
+def test_validation_and_checkpoints_use_the_averaged_weights(tmp_path, prepared_demo_dataset):
+    """The logged val loss is the averaged weights' loss; the checkpoint holds them as its weights
+    and the live weights beside them (they differ after training)."""
+    from voicetrain.data.manifest import PreparedDataset
+    from voicetrain.training.lit_module import TTSLightningModule
+    from voicetrain.training.train import make_loaders
+
+    run = tmp_path / "ema"
+    train(prepared_demo_dataset, run, tiny_cfg(max_steps=6, val_every_steps=6, checkpoint_every_steps=6))
+    ck = load_checkpoint_safe(run / "checkpoints" / "last.ckpt")
+    assert set(ck["state_dict"]) == set(ck["current_model_state"])
+    assert any(not torch.equal(v, ck["current_model_state"][k]) for k, v in ck["state_dict"].items())
+
+    loaded = load_model(run / "checkpoints" / "last.ckpt")
+    *_, val_loader = make_loaders(PreparedDataset.open(prepared_demo_dataset), loaded.run_cfg, loaded.symbols, loaded.stats)
+
+    def val_loss(state) -> float:
+        loaded.model.load_state_dict(state)
+        lit = TTSLightningModule(loaded.model.eval(), loaded.run_cfg, loaded.symbols, loaded.stats)
+        total = count = 0.0
+        with torch.no_grad():
+            for batch in val_loader:
+                total += float(lit.forward_losses(batch)[1]["loss"]) * len(batch)
+                count += len(batch)
+        return total / count
+
+    logged = float(next(r["val/loss"] for r in read_metrics(run) if r.get("val/loss")))
+    live = {k.removeprefix("model."): v for k, v in ck["current_model_state"].items()}
+    assert abs(val_loss(loaded.model.state_dict()) - logged) < 1e-4
+    assert abs(val_loss(live) - logged) > 1e-4

@@ -208,7 +208,7 @@ def _train(dataset_dir, run_dir, cfg: RunConfig, *, resume, dry_run, console, in
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import TensorBoardLogger
 
-    from voicetrain.training.callbacks import HealthCheck, MetricsFile, SampleWriter, TimeSnapshots
+    from voicetrain.training.callbacks import EMAWeights, HealthCheck, MetricsFile, SampleWriter, TimeSnapshots
     from voicetrain.training.checkpoint_io import AtomicCheckpointIO
     from voicetrain.training.lit_module import TTSLightningModule
 
@@ -284,6 +284,8 @@ def _train(dataset_dir, run_dir, cfg: RunConfig, *, resume, dry_run, console, in
         SampleWriter(run_dir, t.sample_every_steps, sentences, make_synth),
         periodic, best,
     ]
+    if cfg.optim.ema_decay > 0:
+        callbacks.append(EMAWeights(cfg.optim.ema_decay))  # after SampleWriter: see its docstring
     if t.snapshot_minutes:
         callbacks.append(TimeSnapshots(ckpt_dir, list(t.snapshot_minutes)))
     max_time = {"seconds": int(t.max_minutes * 60)} if t.max_minutes else None
