@@ -145,6 +145,24 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
     return value
 
 
+def preset_config(registry: typing.Mapping[str, Any], kind: str, name: str, preset: str,
+                  overrides: dict[str, Any] | None = None) -> Any:
+    """The config dataclass of registry entry ``name``: its ``preset`` with ``overrides`` applied.
+
+    ``registry`` maps names to entries with ``config_cls`` and ``presets`` (the model and
+    vocoder registries); ``kind`` ("model", "vocoder") names them in errors. Unknown names,
+    presets and override keys are ConfigErrors that list what exists.
+    """
+    if name not in registry:
+        raise ConfigError(f"unknown {kind} {name!r}; available: {', '.join(sorted(registry))}")
+    entry = registry[name]
+    if preset not in entry.presets:
+        raise ConfigError(f"unknown preset {preset!r} for {kind} {name}; available: {', '.join(entry.presets)}")
+    base = dataclasses.asdict(entry.presets[preset])
+    base.update(overrides or {})
+    return from_dict(entry.config_cls, base, where=f"{kind}_config ({name})")
+
+
 def to_dict(obj: Any) -> dict[str, Any]:
     d = dataclasses.asdict(obj)
     return _plain(d)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
 
-from voicetrain.config import ConfigError, from_dict
+from voicetrain.config import preset_config
 from voicetrain.models import fastspeech2, tacotron2
 
 
@@ -30,14 +29,8 @@ MODELS: dict[str, ModelEntry] = {
 
 
 def model_config(name: str, preset: str, overrides: dict[str, Any] | None = None):
-    if name not in MODELS:
-        raise ConfigError(f"unknown model {name!r}; available: {', '.join(sorted(MODELS))}")
-    entry = MODELS[name]
-    if preset not in entry.presets:
-        raise ConfigError(f"unknown preset {preset!r} for {name}; available: {', '.join(entry.presets)}")
-    base = dataclasses.asdict(entry.presets[preset])
-    base.update(overrides or {})
-    return from_dict(entry.config_cls, base, where=f"model_config ({name})")
+    """The config dataclass of model ``name``: ``preset`` with ``overrides`` applied (unknown keys are errors)."""
+    return preset_config(MODELS, "model", name, preset, overrides)
 
 
 def build_model(name: str, cfg, n_symbols: int, n_mels: int, n_speakers: int) -> nn.Module:

@@ -24,7 +24,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import torch
 from rich.console import Console
@@ -39,6 +39,8 @@ from voicetrain.inference.synthesizer import Synthesizer
 from voicetrain.models.registry import MODELS, build_model, model_config
 from voicetrain.run_config import RunConfig
 from voicetrain.text.symbols import SymbolTable
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -144,6 +146,19 @@ def make_loaders(ds: PreparedDataset, cfg: RunConfig, symbols: SymbolTable, stat
     return train_set, val_set, train_loader, val_loader
 
 
+def fastest_thread_count(measure: Callable[[], T], thread_options: tuple[int, ...],
+                         seconds: Callable[[T], float]) -> tuple[int, dict[int, T]]:
+    """Run ``measure`` under each torch thread count in ``thread_options`` (or the current one),
+    leave the fastest set (by ``seconds`` of its result) and return it with every result."""
+    results: dict[int, T] = {}
+    for threads in thread_options or (torch.get_num_threads(),):
+        torch.set_num_threads(threads)
+        results[threads] = measure()
+    best = min(results, key=lambda k: seconds(results[k]))
+    torch.set_num_threads(best)
+    return best, results
+
+
 def estimate_speed(model, lit_cls, cfg, symbols, stats, loader, n_steps: int = 3,
                    thread_options: tuple[int, ...] = ()) -> Estimate:
     """Measure seconds/step on a few real batches with a throw-away copy of the model and optimizer.
@@ -160,9 +175,7 @@ def estimate_speed(model, lit_cls, cfg, symbols, stats, loader, n_steps: int = 3
     # the resume skip of a ResumableBatchSampler before training starts
     plan = loader.batch_sampler.batches()
     batches = [loader.collate_fn([loader.dataset[i] for i in plan[k % len(plan)]]) for k in range(n_steps + 1)]
-    results = {}
-    for threads in thread_options or (torch.get_num_threads(),):
-        torch.set_num_threads(threads)
+    def measure() -> tuple[float, float]:
         times, samples = [], 0
         for i, batch in enumerate(batches):
             t0 = time.perf_counter()
@@ -173,9 +186,9 @@ def estimate_speed(model, lit_cls, cfg, symbols, stats, loader, n_steps: int = 3
             if i > 0:  # the first step pays one-off allocation costs
                 times.append(time.perf_counter() - t0)
                 samples += len(batch)
-        results[threads] = (sum(times) / len(times), samples / sum(times))
-    best = min(results, key=lambda k: results[k][0])
-    torch.set_num_threads(best)
+        return sum(times) / len(times), samples / sum(times)
+
+    best, results = fastest_thread_count(measure, thread_options, seconds=lambda r: r[0])
     sps, samples_per_s = results[best]
     steps = cfg.train.max_steps
     eta = sps * steps * cfg.train.accumulate

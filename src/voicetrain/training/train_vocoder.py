@@ -40,7 +40,7 @@ from voicetrain.data.vocoder_dataset import (
     SegmentBatchSampler, VocoderDataset, collate_vocoder, generated_mel_path)
 from voicetrain.inference.checkpoint import find_checkpoint, load_checkpoint_safe
 from voicetrain.inference.vocoder import check_compatible
-from voicetrain.training.train import peak_rss_mb
+from voicetrain.training.train import fastest_thread_count, peak_rss_mb
 from voicetrain.vocoder_config import VocoderRunConfig
 from voicetrain.vocoders import discriminators
 from voicetrain.vocoders.registry import build_vocoder, vocoder_config
@@ -199,9 +199,7 @@ def estimate_speed(lit, batches, thread_options: tuple[int, ...] = ()) -> Vocode
     m = copy.deepcopy(lit)
     opt_g = torch.optim.AdamW(m.generator.parameters(), lr=1e-4)
     opt_d = torch.optim.AdamW(list(m.mpd.parameters()) + list(m.mrd.parameters()), lr=1e-4)
-    results = {}
-    for threads in thread_options or (torch.get_num_threads(),):
-        torch.set_num_threads(threads)
+    def measure() -> tuple[float, float]:
         times: dict[str, list[float]] = {"gan": [], "recon": []}
         for kind in ("recon", "gan"):
             for i, b in enumerate(batches):
@@ -224,9 +222,9 @@ def estimate_speed(lit, batches, thread_options: tuple[int, ...] = ()) -> Vocode
                     p.requires_grad_(True)
                 if i > 0:  # the first step pays one-off allocation costs
                     times[kind].append(time.perf_counter() - t0)
-        results[threads] = (float(np.mean(times["gan"])), float(np.mean(times["recon"])))
-    best = min(results, key=lambda k: results[k][0])
-    torch.set_num_threads(best)
+        return float(np.mean(times["gan"])), float(np.mean(times["recon"]))
+
+    best, results = fastest_thread_count(measure, thread_options, seconds=lambda r: r[0])
     del m, opt_g, opt_d
     return VocoderEstimate(results[best][0], results[best][1], peak_rss_mb(), best,
                            {t: {"gan_s": round(v[0], 3), "reconstruction_s": round(v[1], 3)} for t, v in results.items()})

@@ -6,11 +6,10 @@ it with the string ``"griffin-lim"`` (see :mod:`voicetrain.inference.vocoder`).
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from voicetrain.config import AudioConfig, ConfigError, from_dict
+from voicetrain.config import AudioConfig, preset_config
 from voicetrain.vocoders import vocos
 from voicetrain.vocoders.base import Vocoder
 
@@ -29,14 +28,7 @@ VOCODERS: dict[str, VocoderEntry] = {
 
 def vocoder_config(name: str, preset: str, overrides: dict[str, Any] | None = None):
     """The config dataclass of vocoder ``name``: ``preset`` with ``overrides`` applied (unknown keys are errors)."""
-    if name not in VOCODERS:
-        raise ConfigError(f"unknown vocoder {name!r}; available: {', '.join(sorted(VOCODERS))}")
-    entry = VOCODERS[name]
-    if preset not in entry.presets:
-        raise ConfigError(f"unknown preset {preset!r} for vocoder {name}; available: {', '.join(entry.presets)}")
-    base = dataclasses.asdict(entry.presets[preset])
-    base.update(overrides or {})
-    return from_dict(entry.config_cls, base, where=f"model_config ({name})")
+    return preset_config(VOCODERS, "vocoder", name, preset, overrides)
 
 
 def build_vocoder(name: str, cfg, audio: AudioConfig) -> Vocoder:
