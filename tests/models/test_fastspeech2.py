@@ -52,3 +52,46 @@ def test_speed_control_changes_length():
     _, slow = model.infer(tokens, speed=0.5)
     _, fast = model.infer(tokens, speed=2.0)
     assert int(slow[0]) > int(fast[0]) * 3
+
+
+def test_curriculum_dropout_ramps_with_the_training_step():
+    from voicetrain.models.fastspeech2 import FastSpeech2
+    from voicetrain.models.layers import MultiHeadSelfAttention
+    from voicetrain.models.registry import model_config
+
+    cfg = model_config("fastspeech2", "cpu", {"hidden": 32, "ff_dim": 64, "predictor_filters": 32, "aligner_dim": 16,
+                                              "dropout_ramp_steps": [100, 300]})
+    model = FastSpeech2(cfg, n_symbols=40, n_mels=80)
+
+    def rates(step):
+        model.set_training_step(step)
+        return ({m.p for n, m in model.named_modules() if isinstance(m, torch.nn.Dropout) and "_predictor" in n},
+                {m.p for n, m in model.named_modules() if isinstance(m, torch.nn.Dropout) and "_predictor" not in n},
+                {m.dropout for m in model.modules() if isinstance(m, MultiHeadSelfAttention)})
+
+    assert rates(0) == rates(100) == ({0.0}, {0.0}, {0.0})
+    assert rates(200) == ({0.25}, {0.05}, {0.05})
+    assert rates(300) == rates(10_000) == ({0.5}, {0.1}, {0.1})
+
+
+def test_training_applies_the_dropout_schedule(tmp_path, prepared_demo_dataset, monkeypatch):
+    """The Lightning module sets the model's dropout for each step: 4 steps into a [0, 8] ramp
+    the live model's rates are at half."""
+    import dataclasses
+
+    from tests.conftest import tiny_cfg
+    from voicetrain.training.lit_module import TTSLightningModule
+    from voicetrain.training.train import train
+
+    seen = {}
+    original = TTSLightningModule.on_train_batch_start
+
+    def spy(self, batch, batch_idx):
+        original(self, batch, batch_idx)
+        seen[int(self.global_step)] = max(m.p for m in self.model.modules() if isinstance(m, torch.nn.Dropout))
+
+    monkeypatch.setattr(TTSLightningModule, "on_train_batch_start", spy)
+    cfg = dataclasses.replace(tiny_cfg(max_steps=5, val_every_steps=100, checkpoint_every_steps=100),
+                              model_config={"dropout": 0.2, "predictor_dropout": 0.4, "dropout_ramp_steps": [0, 8]})
+    train(prepared_demo_dataset, tmp_path / "run", cfg)
+    assert seen[0] == 0.0 and abs(seen[4] - 0.2) < 1e-9

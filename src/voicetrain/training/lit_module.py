@@ -56,6 +56,9 @@ class TTSLightningModule(L.LightningModule):
         return out, losses
 
     def on_train_batch_start(self, batch, batch_idx) -> None:
+        set_step = getattr(self.model, "set_training_step", None)  # step-scheduled dropout
+        if set_step is not None:
+            set_step(int(self.global_step))
         # frozen modules run as at synthesis (no dropout): the trainable part learns
         # against the network it will be used with; Lightning resets train() each epoch
         for name in self.run_cfg.frozen:
