@@ -230,7 +230,6 @@ class EMAWeights(WeightAveraging):
             torch._foreach_lerp_(averaged, current, weight)
 
         super().__init__(use_buffers=False, multi_avg_fn=multi_avg_fn)
-        self.max_decay = max_decay
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         pass  # swapped back in on_validation_end instead, after the samples are written

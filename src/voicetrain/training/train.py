@@ -24,7 +24,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable
 
 import torch
 from rich.console import Console
@@ -39,8 +39,6 @@ from voicetrain.inference.synthesizer import Synthesizer
 from voicetrain.models.registry import MODELS, build_model, model_config
 from voicetrain.run_config import RunConfig
 from voicetrain.text.symbols import SymbolTable
-
-T = TypeVar("T")
 
 
 @dataclass
@@ -146,15 +144,15 @@ def make_loaders(ds: PreparedDataset, cfg: RunConfig, symbols: SymbolTable, stat
     return train_set, val_set, train_loader, val_loader
 
 
-def fastest_thread_count(measure: Callable[[], T], thread_options: tuple[int, ...],
-                         seconds: Callable[[T], float]) -> tuple[int, dict[int, T]]:
-    """Run ``measure`` under each torch thread count in ``thread_options`` (or the current one),
-    leave the fastest set (by ``seconds`` of its result) and return it with every result."""
-    results: dict[int, T] = {}
+def fastest_thread_count(measure: Callable[[], tuple[float, float]],
+                         thread_options: tuple[int, ...]) -> tuple[int, dict[int, tuple[float, float]]]:
+    """Run ``measure`` (returning seconds per step first) under each torch thread count in
+    ``thread_options`` (or the current one); leave the fastest set and return it with every result."""
+    results: dict[int, tuple[float, float]] = {}
     for threads in thread_options or (torch.get_num_threads(),):
         torch.set_num_threads(threads)
         results[threads] = measure()
-    best = min(results, key=lambda k: seconds(results[k]))
+    best = min(results, key=lambda k: results[k][0])
     torch.set_num_threads(best)
     return best, results
 
@@ -188,7 +186,7 @@ def estimate_speed(model, lit_cls, cfg, symbols, stats, loader, n_steps: int = 3
                 samples += len(batch)
         return sum(times) / len(times), samples / sum(times)
 
-    best, results = fastest_thread_count(measure, thread_options, seconds=lambda r: r[0])
+    best, results = fastest_thread_count(measure, thread_options)
     sps, samples_per_s = results[best]
     steps = cfg.train.max_steps
     eta = sps * steps * cfg.train.accumulate

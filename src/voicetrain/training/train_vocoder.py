@@ -224,7 +224,7 @@ def estimate_speed(lit, batches, thread_options: tuple[int, ...] = ()) -> Vocode
                     times[kind].append(time.perf_counter() - t0)
         return float(np.mean(times["gan"])), float(np.mean(times["recon"]))
 
-    best, results = fastest_thread_count(measure, thread_options, seconds=lambda r: r[0])
+    best, results = fastest_thread_count(measure, thread_options)
     del m, opt_g, opt_d
     return VocoderEstimate(results[best][0], results[best][1], peak_rss_mb(), best,
                            {t: {"gan_s": round(v[0], 3), "reconstruction_s": round(v[1], 3)} for t, v in results.items()})
