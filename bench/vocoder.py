@@ -11,7 +11,9 @@
 3. Held-out: --held-out utterances of flite slt, prepared the same way. For each, the real
    recording, Griffin-Lim (32 iterations) and the neural vocoder resynthesize from the
    *real* cached mel; scored with the project's Evaluator: pocketsphinx CER and DNSMOS OVRL, and
-   MCD-DTW against the recording. Every snapshot and the final checkpoint are scored (the curve).
+   MCD-DTW against the recording. Every snapshot and the final checkpoint are scored (the curve), with
+   the paired CER difference to Griffin-Lim and its 95% bootstrap interval; checkpoints of a run trained
+   with a weight average are scored twice: the averaged generator (what synthesis uses) and the live one.
 4. Speed: one-thread RTF (seconds of compute per second of audio) of both vocoders in the same
    process over the same held-out mels, best of --timing-repeats passes after a warm-up.
 
@@ -90,8 +92,13 @@ def one_thread_rtf(vocoder, items, repeats: int) -> float:
         torch.set_num_threads(before)
 
 
-def score(ev, items, wavs, sr: int, against_real: bool = True) -> dict:
-    """Mean CER, DNSMOS OVRL and (``against_real``) MCD-DTW against the real recording of ``wavs``."""
+def score(ev, items, wavs, sr: int, against_real: bool = True, cer_against: list[float] | None = None) -> dict:
+    """Mean CER, DNSMOS OVRL and (``against_real``) MCD-DTW against the real recording of ``wavs``.
+
+    ``per_utterance_cer`` is kept for paired comparisons; with ``cer_against`` (another system's
+    per-utterance CERs on the same items) the paired mean difference and its 95% bootstrap interval
+    are added: on a few dozen utterances that says whether a CER gap is more than noise.
+    """
     from voicetrain.evaluation.metrics import error_rates, reference_distance
 
     cer, dnsmos, mcd = [], [], []
@@ -103,7 +110,34 @@ def score(ev, items, wavs, sr: int, against_real: bool = True) -> dict:
     out = {"cer": round(float(np.mean(cer)), 4), "dnsmos_ovrl": round(float(np.nanmean(dnsmos)), 3)}
     if against_real:
         out["mcd_db"] = round(float(np.nanmean(mcd)), 3)
+    if cer_against is not None:
+        out["cer_minus_griffin_lim"] = paired_difference(cer, cer_against)
+    out["per_utterance_cer"] = [round(float(c), 4) for c in cer]
     return out
+
+
+def paired_difference(a: list[float], b: list[float], resamples: int = 10_000, seed: int = 0) -> dict:
+    """Mean of a - b over paired items with a 95% percentile-bootstrap interval (fixed seed: reproducible)."""
+    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    rng = np.random.default_rng(seed)
+    means = d[rng.integers(0, len(d), size=(resamples, len(d)))].mean(axis=1)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return {"mean": round(float(d.mean()), 4), "ci95": [round(float(lo), 4), round(float(hi), 4)]}
+
+
+def live_weights(loaded):
+    """The same checkpoint's *live* generator (``current_model_state``) when it was trained with a weight
+    average (whose generator is what ``loaded`` holds), else None: scoring both shows what the average buys."""
+    import copy
+
+    from voicetrain.inference.checkpoint import load_checkpoint_safe
+
+    state = load_checkpoint_safe(loaded.path).get("current_model_state")
+    if not state:
+        return None
+    live = copy.deepcopy(loaded.vocoder)
+    live.load_state_dict({k[len("generator."):]: v for k, v in state.items() if k.startswith("generator.")})
+    return live.eval()
 
 
 def main(argv=None) -> None:
@@ -113,7 +147,10 @@ def main(argv=None) -> None:
     ap.add_argument("--max-steps", type=int, default=None, help="Step cap (smoke runs).")
     ap.add_argument("--vocoder", default=None, help="Evaluate this vocoder run instead of training one.")
     ap.add_argument("--utterances", type=int, default=100, help="ARCTIC prompts per training voice.")
-    ap.add_argument("--held-out", type=int, default=20, help="Held-out utterances of flite slt.")
+    ap.add_argument("--held-out", type=int, default=40,
+                    help="Held-out utterances of flite slt (40, ~100 s: a paired CER gap of ~0.02 is resolvable).")
+    ap.add_argument("--score-live", action=argparse.BooleanOptionalAction, default=True,
+                    help="Also score each checkpoint's live (not averaged) generator weights.")
     ap.add_argument("--preset", default="cpu")
     ap.add_argument("--threads", type=int, default=0, help="Training threads; 0 = measured (1 or all cores).")
     ap.add_argument("--timing-repeats", type=int, default=3)
@@ -174,14 +211,23 @@ def main(argv=None) -> None:
     ev = Evaluator()
     real = score(ev, items, [wav for _, _, wav, _, _ in items], sr, against_real=False)
     gl_scores = score(ev, items, vocode_all(gl, items), sr)
-    neural = score(ev, items, vocode_all(final.vocoder, items), sr)
+    gl_cer = gl_scores["per_utterance_cer"]
+
+    def score_checkpoint(lv) -> dict:
+        out = score(ev, items, vocode_all(lv.vocoder, items), sr, cer_against=gl_cer)
+        live = live_weights(lv) if args.score_live else None
+        if live is not None:
+            out["live_weights"] = score(ev, items, vocode_all(live, items), sr, cer_against=gl_cer)
+        return out
+
+    neural = score_checkpoint(final)
     curve = []
     snaps = sorted(run.glob("checkpoints/time=*min-step=*.ckpt"),
                    key=lambda p: float(p.name.split("=")[1].split("min")[0]))
     for ck in snaps:
         lv = load_vocoder_checkpoint(ck)
         curve.append({"minutes": float(ck.name.split("=")[1].split("min")[0]), "step": lv.step,
-                      **score(ev, items, vocode_all(lv.vocoder, items), sr)})
+                      **score_checkpoint(lv)})
 
     out = {
         "bench": "vocoder", "vocoder": final.name, "vocoder_run": str(run), "checkpoint": final.path.name,

@@ -51,6 +51,11 @@ class VocoderOptimConfig:
     """'constant', or 'cosine' (to 10% at ``train.max_steps``; for step-capped runs only)."""
     grad_clip: float = 100.0
     """Gradient norm cap per network (0 = off). Generous: only stops a blow-up, never slows normal steps."""
+    ema_decay: float = 0.999
+    """Exponential moving average of the weights (0 = off), with the acoustic training's warm-up ramp
+    (decay (1 + n) / (10 + n), capped here). A GAN generator's quality oscillates with its adversary from
+    one checkpoint to the next; the average is what validation, samples and synthesis use (every
+    checkpoint's ``state_dict``), the live weights go on training (``current_model_state``)."""
 
 
 @dataclass(frozen=True)

@@ -52,11 +52,56 @@ def test_resume_mid_epoch_is_exact(tmp_path, prepared_demo_dataset):
     train_vocoder(prepared_demo_dataset, b, cfg(3))
     r = train_vocoder(prepared_demo_dataset, b, cfg(4))
     assert r.steps == 4
-    sa = load_checkpoint_safe(a / "checkpoints" / "last.ckpt")["state_dict"]
-    sb = load_checkpoint_safe(b / "checkpoints" / "last.ckpt")["state_dict"]
-    assert sa.keys() == sb.keys()
-    for k in sa:
-        assert torch.allclose(sa[k], sb[k], atol=1e-6), k
+    ca = load_checkpoint_safe(a / "checkpoints" / "last.ckpt")
+    cb = load_checkpoint_safe(b / "checkpoints" / "last.ckpt")
+    for key in ("state_dict", "current_model_state"):  # the averaged weights and the live ones
+        sa, sb = ca[key], cb[key]
+        assert sa.keys() == sb.keys()
+        for k in sa:
+            assert torch.allclose(sa[k], sb[k], atol=1e-6), (key, k)
+
+
+def test_checkpoints_hold_the_weight_average_and_synthesis_uses_it(tmp_path, prepared_demo_dataset):
+    """state_dict = EMA (what load_vocoder_checkpoint vocodes with), current_model_state = live weights;
+    ema_decay 0 turns the average off."""
+    import dataclasses
+
+    from tests.vocoders.conftest import tiny_vocoder_cfg
+    from voicetrain.training.callbacks import ema_decay_at
+    from voicetrain.training.train_vocoder import train_vocoder
+
+    cfg = tiny_vocoder_cfg(max_steps=4, val_every_steps=100, checkpoint_every_steps=100, sample_every_steps=100)
+    train_vocoder(prepared_demo_dataset, tmp_path / "ema", cfg)
+    ckpt = load_checkpoint_safe(tmp_path / "ema" / "checkpoints" / "last.ckpt")
+    ema, live = ckpt["state_dict"], ckpt["current_model_state"]
+    gen = [k for k in ema if k.startswith("generator.")]
+    assert gen and any(not torch.equal(ema[k], live[k]) for k in gen)
+    assert ema_decay_at(3, cfg.optim.ema_decay) < 1.0  # the ramp: 4 updates move the average
+    loaded = load_vocoder_checkpoint(tmp_path / "ema")
+    for k, v in loaded.vocoder.state_dict().items():
+        assert torch.equal(v, ema["generator." + k]), k
+
+    off = dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, ema_decay=0.0))
+    train_vocoder(prepared_demo_dataset, tmp_path / "off", off)
+    assert "current_model_state" not in load_checkpoint_safe(tmp_path / "off" / "checkpoints" / "last.ckpt")
+
+
+def test_warm_start_continues_the_live_weights(tmp_path, tiny_vocoder_run, prepared_demo_dataset):
+    """--from takes the source's live generator and discriminators (the pair of its GAN game), not the average."""
+    from rich.console import Console
+
+    from tests.vocoders.conftest import tiny_vocoder_cfg
+    from voicetrain.training.train_vocoder import _warm_start, build_networks
+    from voicetrain.training.vocoder_module import VocoderLightningModule
+
+    cfg = tiny_vocoder_cfg()
+    cfg = type(cfg)(**{**cfg.__dict__, "audio": PreparedDataset.open(prepared_demo_dataset).info.audio})
+    g, mpd, mrd, gcfg = build_networks(cfg)
+    lit = VocoderLightningModule(g, mpd, mrd, cfg, gcfg.__dict__)
+    _warm_start(lit, tiny_vocoder_run, cfg, Console(file=open(tmp_path / "log", "w")))
+    live = load_checkpoint_safe(tiny_vocoder_run / "checkpoints" / "last.ckpt")["current_model_state"]
+    for k, v in lit.state_dict().items():
+        assert torch.equal(v, live[k]), k
 
 
 def test_on_generated_and_warm_start(tmp_path, prepared_demo_dataset, tiny_run, tiny_vocoder_run):

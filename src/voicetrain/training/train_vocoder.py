@@ -264,7 +264,9 @@ def _warm_start(lit, source: str | os.PathLike, cfg: VocoderRunConfig, console: 
         raise ConfigError(f"--from {source}: {ckpt} is not a vocoder checkpoint")
     old = from_dict(VocoderRunConfig, meta["vocoder_run_config"], where=f"{ckpt}:vocoder_run_config")
     check_compatible(old.audio, cfg.audio, f"--from {ckpt}")
-    sd = data["state_dict"]
+    # the live weights when the source averaged them: generator and discriminators as they left the GAN game
+    # together (the averaged generator is what the source synthesizes with; the live one is a few steps off it)
+    sd = data.get("current_model_state") or data["state_dict"]
     for prefix, module in (("generator.", lit.generator), ("mpd.", lit.mpd), ("mrd.", lit.mrd)):
         module.load_state_dict({k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)})
     console.print(f"warm start from {ckpt} (step {data.get('global_step', 0)})")
@@ -294,7 +296,7 @@ def _train_vocoder(dataset_dir, run_dir, cfg: VocoderRunConfig, *, resume, init_
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import TensorBoardLogger
 
-    from voicetrain.training.callbacks import MetricsFile, TimeSnapshots, VocoderSamples
+    from voicetrain.training.callbacks import EMAWeights, MetricsFile, TimeSnapshots, VocoderSamples
     from voicetrain.training.checkpoint_io import AtomicCheckpointIO
     from voicetrain.training.vocoder_module import VocoderLightningModule
 
@@ -382,6 +384,8 @@ def _train_vocoder(dataset_dir, run_dir, cfg: VocoderRunConfig, *, resume, init_
                  _final_checkpoint_callback(ckpt_dir)]
     if t.snapshot_minutes:
         callbacks.append(TimeSnapshots(ckpt_dir, list(t.snapshot_minutes)))
+    if cfg.optim.ema_decay > 0:
+        callbacks.append(EMAWeights(cfg.optim.ema_decay))  # after VocoderSamples: see its docstring
     max_time = {"seconds": int(t.max_minutes * 60)} if t.max_minutes else None
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
