@@ -76,7 +76,7 @@ def test_curriculum_dropout_ramps_with_the_training_step():
 
 def test_training_applies_the_dropout_schedule(tmp_path, prepared_demo_dataset, monkeypatch):
     """The Lightning module sets the model's dropout for each step: 4 steps into a [0, 8] ramp
-    the live model's rates are at half."""
+    the live model's rates are at half. The speed estimate before training runs at step 0's rates too."""
     import dataclasses
 
     from tests.conftest import tiny_cfg
@@ -90,8 +90,18 @@ def test_training_applies_the_dropout_schedule(tmp_path, prepared_demo_dataset, 
         original(self, batch, batch_idx)
         seen[int(self.global_step)] = max(m.p for m in self.model.modules() if isinstance(m, torch.nn.Dropout))
 
+    estimate_rates = []
+    original_losses = TTSLightningModule.forward_losses
+
+    def spy_losses(self, batch):
+        if self._trainer is None:  # the throw-away copy of estimate_speed
+            estimate_rates.append(max(m.p for m in self.model.modules() if isinstance(m, torch.nn.Dropout)))
+        return original_losses(self, batch)
+
     monkeypatch.setattr(TTSLightningModule, "on_train_batch_start", spy)
+    monkeypatch.setattr(TTSLightningModule, "forward_losses", spy_losses)
     cfg = dataclasses.replace(tiny_cfg(max_steps=5, val_every_steps=100, checkpoint_every_steps=100),
                               model_config={"dropout": 0.2, "predictor_dropout": 0.4, "dropout_ramp_steps": [0, 8]})
     train(prepared_demo_dataset, tmp_path / "run", cfg)
     assert seen[0] == 0.0 and abs(seen[4] - 0.2) < 1e-9
+    assert estimate_rates and set(estimate_rates) == {0.0}

@@ -158,8 +158,11 @@ def fastest_thread_count(measure: Callable[[], tuple[float, float]],
 
 
 def estimate_speed(model, lit_cls, cfg, symbols, stats, loader, n_steps: int = 3,
-                   thread_options: tuple[int, ...] = ()) -> Estimate:
+                   thread_options: tuple[int, ...] = (), start_step: int = 0) -> Estimate:
     """Measure seconds/step on a few real batches with a throw-away copy of the model and optimizer.
+
+    The copy runs as training will at ``start_step`` (0, or the resumed step): a step-scheduled
+    dropout is set to that step's rates first.
 
     With several ``thread_options`` each is measured on the same batches and the fastest is
     left set: on 2 cores shared with other work, 2 torch threads can be several times slower
@@ -169,6 +172,8 @@ def estimate_speed(model, lit_cls, cfg, symbols, stats, loader, n_steps: int = 3
     lit = lit_cls(m, cfg, symbols, stats)
     opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=cfg.optim.lr, fused=True)
     m.train()
+    if hasattr(m, "set_training_step"):
+        m.set_training_step(start_step)
     # index batches straight from the sampler's plan: iterating the loader would consume
     # the resume skip of a ResumableBatchSampler before training starts
     plan = loader.batch_sampler.batches()
@@ -234,8 +239,11 @@ def _train(dataset_dir, run_dir, cfg: RunConfig, *, resume, dry_run, console, in
     last = ckpt_dir / "last.ckpt"
     if resume and resume != "auto" and not last.exists():
         raise FileNotFoundError(f"--resume given but {last} does not exist")
+    step0 = 0
     if resume and last.exists():
+        from voicetrain.inference.checkpoint import load_checkpoint_safe
         ckpt_path = str(last)
+        step0 = int(load_checkpoint_safe(ckpt_path).get("global_step", 0))
         console.print(f"resuming from {last}")
 
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
@@ -263,7 +271,8 @@ def _train(dataset_dir, run_dir, cfg: RunConfig, *, resume, dry_run, console, in
                   f"{len(train_set)} train / {len(val_set)} val utterances; {len(cfg.speakers)} speaker(s); "
                   + (f"{threads} thread(s)" if cfg.train.threads else "threads: auto"))
     options = (1, cores) if cfg.train.threads == 0 and cores > 1 else ()
-    est = estimate_speed(model, TTSLightningModule, cfg, symbols, stats, train_loader, thread_options=options)
+    est = estimate_speed(model, TTSLightningModule, cfg, symbols, stats, train_loader, thread_options=options,
+                         start_step=step0)
     if options:
         console.print("threads: " + ", ".join(f"{t}: {s:.2f} s/step" for t, s in est.measured.items())
                       + f" -> using {est.threads}")
@@ -317,10 +326,6 @@ def _train(dataset_dir, run_dir, cfg: RunConfig, *, resume, dry_run, console, in
         enable_progress_bar=True,
     )
     start = time.time()
-    step0 = 0
-    if ckpt_path:
-        from voicetrain.inference.checkpoint import load_checkpoint_safe
-        step0 = int(load_checkpoint_safe(ckpt_path).get("global_step", 0))
     trainer.fit(lit, train_dataloaders=train_loader, val_dataloaders=val_loader, ckpt_path=ckpt_path)
     wall = time.time() - start
     steps_done = trainer.global_step - step0
