@@ -167,6 +167,24 @@ def test_ema_decay_ramps_up_to_its_cap():
     assert ema_decay_at(100_000, 0.999) == 0.999
 
 
+def test_ema_refuses_to_run_before_a_callback_that_needs_the_average(tmp_path):
+    """SampleWriter synthesizes in on_validation_end; listed after EMAWeights it would hear the live weights."""
+    from types import SimpleNamespace
+
+    import lightning as L
+    import pytest
+
+    from voicetrain.training.callbacks import EMAWeights, SampleWriter
+
+    ema, writer = EMAWeights(0.999), SampleWriter(tmp_path, 10, [], None)
+    module = L.LightningModule()
+    module.layer = torch.nn.Linear(2, 2)
+    with pytest.raises(RuntimeError, match="EMAWeights must come after SampleWriter"):
+        ema.setup(SimpleNamespace(callbacks=[ema, writer]), module, "fit")
+    ema.setup(SimpleNamespace(callbacks=[writer, ema]), module, "fit")  # the right order sets up
+    assert ema._average_model is not None
+
+
 def test_validation_and_checkpoints_use_the_averaged_weights(tmp_path, prepared_demo_dataset):
     """The logged val loss is the averaged weights' loss; the checkpoint holds them as its weights
     and the live weights beside them (they differ after training)."""

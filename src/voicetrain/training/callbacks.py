@@ -120,6 +120,9 @@ class SampleWriter(L.Callback):
     """Every N steps: synthesize fixed validation sentences (wav under RUN/samples and TensorBoard audio),
     and log the first validation batch's mel and alignment as images."""
 
+    uses_weights_at_validation_end = True
+    """Synthesizes in ``on_validation_end``: must run while :class:`EMAWeights` has the average swapped in."""
+
     def __init__(self, run_dir: Path, every: int, sentences: list[tuple[str, list[int], int]], make_synth):
         self.dir = run_dir / "samples"
         self.every = max(every, 1)
@@ -221,7 +224,9 @@ class EMAWeights(WeightAveraging):
     Must come after SampleWriter, HealthCheck and MetricsFile in the callback list: the
     averaged weights are swapped in at the start of validation and swapped back in this
     callback's ``on_validation_end``, so the callbacks before it see them in theirs
-    (Lightning runs the ModelCheckpoint callbacks last, after the swap back).
+    (Lightning runs the ModelCheckpoint callbacks last, after the swap back). A callback that
+    needs the average there says so with ``uses_weights_at_validation_end = True``; ``setup`` refuses
+    a list that puts one after this callback.
     """
 
     def __init__(self, max_decay: float):
@@ -230,6 +235,16 @@ class EMAWeights(WeightAveraging):
             torch._foreach_lerp_(averaged, current, weight)
 
         super().__init__(use_buffers=False, multi_avg_fn=multi_avg_fn)
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        # Lightning calls callbacks in list order: one that uses the weights in on_validation_end after
+        # this one would silently get the live weights instead of the average
+        late = [type(c).__name__ for c in trainer.callbacks[trainer.callbacks.index(self) + 1:]
+                if getattr(c, "uses_weights_at_validation_end", False)]
+        if late:
+            raise RuntimeError(f"EMAWeights must come after {', '.join(late)} in the callback list: they use the "
+                               "averaged weights in on_validation_end, which EMAWeights swaps back in its own")
+        super().setup(trainer, pl_module, stage)
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         pass  # swapped back in on_validation_end instead, after the samples are written
