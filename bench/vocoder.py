@@ -1,6 +1,6 @@
 """The universal neural vocoder against Griffin-Lim on a voice it never heard; prints ONE JSON line.
 
-    .venv/bin/python bench/vocoder.py [--minutes 120] [--marks 15,30,60,120] [--utterances 100]
+    .venv/bin/python bench/vocoder.py [--minutes 90] [--marks 30,45,60,75] [--utterances 100]
     .venv/bin/python bench/vocoder.py --vocoder VOCODER_RUN         # evaluate an existing run, no training
 
 1. Corpus: the multi-speaker demo preset (`voicetrain demo-data --voices multi`: 9 espeak-ng and
@@ -142,8 +142,8 @@ def live_weights(loaded):
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--minutes", type=float, default=120.0, help="Training wall-clock cap.")
-    ap.add_argument("--marks", default="15,30,60,120", help="Snapshot minutes scored as the quality curve.")
+    ap.add_argument("--minutes", type=float, default=90.0, help="Training wall-clock cap.")
+    ap.add_argument("--marks", default="30,45,60,75", help="Snapshot minutes scored as the quality curve.")
     ap.add_argument("--max-steps", type=int, default=None, help="Step cap (smoke runs).")
     ap.add_argument("--vocoder", default=None, help="Evaluate this vocoder run instead of training one.")
     ap.add_argument("--utterances", type=int, default=100, help="ARCTIC prompts per training voice.")
