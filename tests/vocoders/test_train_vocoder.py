@@ -94,10 +94,11 @@ def test_warm_start_continues_the_live_weights(tmp_path, tiny_vocoder_run, prepa
     from voicetrain.training.train_vocoder import _warm_start, build_networks
     from voicetrain.training.vocoder_module import VocoderLightningModule
 
-    cfg = tiny_vocoder_cfg()
-    cfg = type(cfg)(**{**cfg.__dict__, "audio": PreparedDataset.open(prepared_demo_dataset).info.audio})
+    import dataclasses
+
+    cfg = dataclasses.replace(tiny_vocoder_cfg(), audio=PreparedDataset.open(prepared_demo_dataset).info.audio)
     g, mpd, mrd, gcfg = build_networks(cfg)
-    lit = VocoderLightningModule(g, mpd, mrd, cfg, gcfg.__dict__)
+    lit = VocoderLightningModule(g, mpd, mrd, cfg, dataclasses.asdict(gcfg))
     _warm_start(lit, tiny_vocoder_run, cfg, Console(file=open(tmp_path / "log", "w")))
     live = load_checkpoint_safe(tiny_vocoder_run / "checkpoints" / "last.ckpt")["current_model_state"]
     for k, v in lit.state_dict().items():

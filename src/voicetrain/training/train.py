@@ -239,11 +239,17 @@ def _train(dataset_dir, run_dir, cfg: RunConfig, *, resume, dry_run, console, in
     last = ckpt_dir / "last.ckpt"
     if resume and resume != "auto" and not last.exists():
         raise FileNotFoundError(f"--resume given but {last} does not exist")
-    step0 = 0
+    # resume position (step, sampler skip) must be known before the estimate and the loader: one peek
+    step0, skip = 0, None
     if resume and last.exists():
         from voicetrain.inference.checkpoint import load_checkpoint_safe
         ckpt_path = str(last)
-        step0 = int(load_checkpoint_safe(ckpt_path).get("global_step", 0))
+        peek = load_checkpoint_safe(ckpt_path)
+        step0 = int(peek.get("global_step", 0))
+        data = peek.get("voicetrain_data")
+        if data:
+            skip = (data["epoch"], data["batches_done"])
+        del peek
         console.print(f"resuming from {last}")
 
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
@@ -256,13 +262,6 @@ def _train(dataset_dir, run_dir, cfg: RunConfig, *, resume, dry_run, console, in
     lit = TTSLightningModule(model, cfg, symbols, stats)
     lit.trainable_speaker_rows = getattr(setup_model, "trainable_speaker_rows", None)
 
-    # resume position must be known before the loader is built: peek into the checkpoint
-    skip = None
-    if ckpt_path:
-        from voicetrain.inference.checkpoint import load_checkpoint_safe
-        data = load_checkpoint_safe(ckpt_path).get("voicetrain_data")
-        if data:
-            skip = (data["epoch"], data["batches_done"])
     train_set, val_set, train_loader, val_loader = make_loaders(ds, cfg, symbols, stats, skip)
 
     n_params = sum(p.numel() for p in model.parameters())
