@@ -136,7 +136,7 @@ def score(ev, wavs: list[tuple[str, np.ndarray, int]], sentences: dict[str, str]
     cers, sims, nearest_target = [], [], []
     base_sims = {k: [] for k in base}
     for sid, wav, sr in wavs:
-        cers.append(error_rates(sentences[sid], ev.asr.transcribe(wav, sr)).cer)
+        cers.append(error_rates(sentences[sid], ev.pocketsphinx.transcribe(wav, sr)).cer)
         emb = ev.speaker_encoder.embed(wav, sr)
         s = cosine_similarity(emb, target)
         sims.append(s)

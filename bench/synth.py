@@ -99,7 +99,7 @@ def main(argv=None) -> None:
             wav = voc(mel[None])[0].numpy()
             t_voc += time.perf_counter() - t0
             audio_s += len(wav) / synth.sample_rate
-            cers.append(error_rates(text, ev.asr.transcribe(wav, synth.sample_rate)).cer)
+            cers.append(error_rates(text, ev.pocketsphinx.transcribe(wav, synth.sample_rate)).cer)
         sweep.append({"gl_iters": n_iter, "rtf_vocoder_1thread": round(t_voc / audio_s, 4),
                       "cer": round(float(np.mean(cers)), 4)})
     n_params = sum(p.numel() for p in synth.model.parameters())

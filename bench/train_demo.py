@@ -113,7 +113,7 @@ def main(argv=None) -> None:
     sentences = held_out_sentences(args.sentences)
     real = real_recordings(work, sentences)
     ev = Evaluator()
-    real_cer = float(np.mean([error_rates(t, ev.asr.transcribe(*real[s])).cer for s, t in sentences]))
+    real_cer = float(np.mean([error_rates(t, ev.pocketsphinx.transcribe(*real[s])).cer for s, t in sentences]))
     curve = []
     snaps = sorted(run.glob("checkpoints/time=*min-step=*.ckpt"),
                    key=lambda p: float(p.name.split("=")[1].split("min")[0]))
@@ -122,7 +122,7 @@ def main(argv=None) -> None:
         cers, mcds = [], []
         for sid, text in sentences:
             wav, sr = synth.synthesize(text)
-            cers.append(error_rates(text, ev.asr.transcribe(wav, sr)).cer)
+            cers.append(error_rates(text, ev.pocketsphinx.transcribe(wav, sr)).cer)
             mcds.append(reference_distance(wav, sr, *real[sid]).mcd_db)
         minute = float(ck.name.split("=")[1].split("min")[0])
         step = int(ck.stem.split("step=")[1])

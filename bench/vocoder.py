@@ -103,7 +103,7 @@ def score(ev, items, wavs, sr: int, against_real: bool = True, cer_against: list
 
     cer, dnsmos, mcd = [], [], []
     for (uid, text, real, real_sr, _), wav in zip(items, wavs):
-        cer.append(error_rates(text, ev.asr.transcribe(wav, sr)).cer)
+        cer.append(error_rates(text, ev.pocketsphinx.transcribe(wav, sr)).cer)
         dnsmos.append(ev.dnsmos.score(wav, sr).ovrl)
         if against_real:
             mcd.append(reference_distance(wav, sr, real, real_sr).mcd_db)

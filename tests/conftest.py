@@ -39,8 +39,9 @@ def prepared_demo_dataset(tmp_path_factory, demo_corpus_dir) -> Path:
 
 
 def tiny_cfg(**train) -> RunConfig:
+    """A tiny run; quality tracking off unless asked for (tests/training/test_quality.py covers it)."""
     base = dict(batch_size=4, max_steps=12, val_every_steps=6, checkpoint_every_steps=6, sample_every_steps=6,
-                log_every_steps=1, n_sample_sentences=1, threads=1)
+                log_every_steps=1, n_sample_sentences=1, threads=1, quality_sentences=0)
     base.update(train)
     return RunConfig(preset="tiny", train=TrainConfig(**base))
 

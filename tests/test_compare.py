@@ -22,13 +22,13 @@ def two_runs(tmp_path_factory, prepared_demo_dataset) -> tuple[Path, Path]:
 
     root = tmp_path_factory.mktemp("compare_runs")
     scratch = root / "scratch"
-    train(prepared_demo_dataset, scratch, RunConfig(preset="tiny", train=TrainConfig(
+    train(prepared_demo_dataset, scratch, RunConfig(preset="tiny", train=TrainConfig(quality_sentences=0,
         batch_size=4, max_steps=8, val_every_steps=4, checkpoint_every_steps=4, sample_every_steps=100,
         log_every_steps=1, n_sample_sentences=1, threads=1, snapshot_minutes=SNAP)))
     tuned = root / "tuned"
     finetune(prepared_demo_dataset, scratch, tuned, FinetuneConfig(
         strategy="speaker-embedding", speaker_name="newvoice", max_steps=6, val_every_steps=3, batch_size=4,
-        threads=1, early_stopping_patience=0, snapshot_minutes=SNAP))
+        threads=1, early_stopping_patience=0, snapshot_minutes=SNAP, quality_sentences=0))
     return scratch, tuned
 
 

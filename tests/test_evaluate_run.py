@@ -46,7 +46,7 @@ def tiny_run(tmp_path_factory, eval_dataset) -> Path:
     run = tmp_path_factory.mktemp("eval_run") / "run"
     threads = torch.get_num_threads()  # train() sets the process-wide count
     try:
-        train(eval_dataset, run, RunConfig(preset="tiny", train=TrainConfig(
+        train(eval_dataset, run, RunConfig(preset="tiny", train=TrainConfig(quality_sentences=0,
             max_steps=2, val_every_steps=1, checkpoint_every_steps=1, batch_size=4, log_every_steps=1,
             sample_every_steps=1000, threads=1)))
     finally:

@@ -95,9 +95,9 @@ def test_load_transcripts_tsv_and_metadata(tmp_path):
 
 
 def test_cer_of_speech_far_below_noise(corpus, evaluator):
-    speech = [metrics.error_rates(t, evaluator.asr.transcribe(*_read(p))).cer
+    speech = [metrics.error_rates(t, evaluator.pocketsphinx.transcribe(*_read(p))).cer
               for t, p in zip(SENTENCES, corpus["rms"][:3])]
-    noise = metrics.error_rates(SENTENCES[0], evaluator.asr.transcribe(*_read(corpus["noise"][0]))).cer
+    noise = metrics.error_rates(SENTENCES[0], evaluator.pocketsphinx.transcribe(*_read(corpus["noise"][0]))).cer
     assert np.mean(speech) < 0.35, speech
     assert noise > 0.8
     assert np.mean(speech) < noise / 3
@@ -108,8 +108,8 @@ def test_transcripts_do_not_depend_on_order(corpus, evaluator):
     # With reinit_feat() disabled, this very set flips "glue"/"blew" on the 2nd file between orders.
     files = corpus["rms"] + corpus["noise"]
     audio = {p: _read(p) for p in files}
-    forward = {p: evaluator.asr.transcribe(*audio[p]) for p in files}
-    backward = {p: evaluator.asr.transcribe(*audio[p]) for p in reversed(files)}
+    forward = {p: evaluator.pocketsphinx.transcribe(*audio[p]) for p in files}
+    backward = {p: evaluator.pocketsphinx.transcribe(*audio[p]) for p in reversed(files)}
     assert forward == backward
     # ... and equal to what a brand-new decoder hears.
     assert PocketsphinxASR().transcribe(*audio[files[1]]) == forward[files[1]]

@@ -256,6 +256,28 @@ def train_vocoder_cmd(
                f"--out x.wav   samples: {out / 'samples'}")
 
 
+_ASR_HELP = ("Recognizer(s) for CER/WER: whisper (bundled Whisper tiny.en), pocketsphinx, or both (default: "
+             "Whisper's figures first, pocketsphinx's beside them as a second opinion).")
+_ASR_MODEL_HELP = "A faster-whisper (CTranslate2) model folder instead of the bundled tiny.en, e.g. small.en."
+
+
+def _asr_option():
+    return typer.Option("both", "--asr", help=_ASR_HELP)
+
+
+def _asr_model_option():
+    return typer.Option(None, "--asr-model", help=_ASR_MODEL_HELP)
+
+
+def _check_asr(asr: str, asr_model: Optional[Path]) -> None:
+    from voicetrain.evaluation.models import ASR_CHOICES
+
+    if asr not in ASR_CHOICES:
+        _fail(f"--asr {asr!r}: expected one of {', '.join(ASR_CHOICES)}")
+    if asr_model is not None and asr == "pocketsphinx":
+        _fail("--asr-model names a Whisper model; use it with --asr whisper or --asr both")
+
+
 @app.command("compare")
 def compare_cmd(
     runs: list[Path] = typer.Argument(..., help="Two or more RUN folders (from train or finetune)."),
@@ -273,6 +295,8 @@ def compare_cmd(
     no_speaker: bool = typer.Option(False, "--no-speaker-similarity", help="Skip resemblyzer speaker similarity."),
     max_reference_wavs: int = typer.Option(10, "--max-reference-wavs", help="Training wavs per speaker for its centroid."),
     griffin_lim_iters: int = typer.Option(32, "--gl-iters", help="Griffin-Lim iterations for synthesis."),
+    asr: str = _asr_option(),
+    asr_model: Optional[Path] = _asr_model_option(),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Compare runs: validation loss vs steps and wall time, metrics and audio at matched steps and wall time."""
@@ -293,7 +317,9 @@ def compare_cmd(
         minutes=numbers(minutes, float, "--minutes"), points=points,
         names=[n.strip() for n in (names or "").split(",") if n.strip()], dnsmos=not no_dnsmos,
         speaker_similarity=not no_speaker, max_reference_wavs=max_reference_wavs,
-        griffin_lim_iters=griffin_lim_iters, progress=progress)
+        griffin_lim_iters=griffin_lim_iters, asr=asr, asr_model=str(asr_model) if asr_model else None,
+        progress=progress)
+    _check_asr(asr, asr_model)
     try:
         r = compare_runs(cfg)
     except (RunEvalError, CheckpointError, AudioReadError, FileNotFoundError, RuntimeError) as e:
@@ -343,7 +369,7 @@ def synth_cmd(
                 _fail("--text needs --out FILE.wav")
             wav, sr = synth.synthesize(text, speaker, speed)
             save_wav(out, wav, sr)
-            typer.echo(f"{out}: {len(wav) / sr:.2f} s (checkpoint {synth.checkpoint})")
+            typer.echo(f"{out}: {len(wav) / sr:.2f} s (checkpoint {synth.checkpoint}: {synth.checkpoint_reason})")
             return
         if out_dir is None:
             _fail("--text-file needs --out-dir DIR")
@@ -356,7 +382,7 @@ def synth_cmd(
                 typer.secho(f"skipped line {i}: {e}", fg=typer.colors.YELLOW, err=True)
                 continue
             save_wav(out_dir / f"{uid}.wav", wav, sr)
-        typer.echo(f"{out_dir}: {len(lines)} sentence(s) (checkpoint {synth.checkpoint})")
+        typer.echo(f"{out_dir}: {len(lines)} sentence(s) (checkpoint {synth.checkpoint}: {synth.checkpoint_reason})")
     except (NoSpeakableTextError, UnknownSpeakerError, CheckpointError, FileNotFoundError, ValueError) as e:
         _fail(str(e))
 
@@ -391,8 +417,8 @@ def eval_cmd(
     checkpoints: Optional[str] = typer.Option(
         None, "--checkpoints", help="best, last, all or steps like 1000,2000 (default: all with --select-best, else best)."),
     select_best: bool = typer.Option(
-        False, "--select-best", help="Choose a checkpoint (CER first, MCD-DTW within noise) and record it in "
-        "RUN/selected_checkpoint.txt so synth uses it by default."),
+        False, "--select-best", help="Choose a checkpoint by the quality score training tracks (speaker "
+        "similarity - Whisper CER) and record it in RUN/selected_checkpoint.txt so synth uses it by default."),
     max_utterances: int = typer.Option(20, "--max-utterances", help="At most N validation sentences (and N extra texts)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default RUN/eval)."),
     no_dnsmos: bool = typer.Option(False, "--no-dnsmos", help="Skip DNSMOS (the slowest metric)."),
@@ -400,6 +426,8 @@ def eval_cmd(
     max_reference_wavs: int = typer.Option(20, "--max-reference-wavs", help="Training wavs per speaker for its centroid."),
     griffin_lim_iters: int = typer.Option(32, "--gl-iters", help="Griffin-Lim iterations for synthesis."),
     vocoder: Optional[str] = typer.Option(None, "--vocoder", help=_VOCODER_HELP),
+    asr: str = _asr_option(),
+    asr_model: Optional[Path] = _asr_model_option(),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar with ETA on stderr."),
 ) -> None:
     """Synthesize the validation sentences with each checkpoint and score them beside the real recordings."""
@@ -411,7 +439,9 @@ def eval_cmd(
                         checkpoints=checkpoints, select_best=select_best, max_utterances=max_utterances,
                         out=str(out) if out else None, dnsmos=not no_dnsmos, speaker_similarity=not no_speaker,
                         max_reference_wavs=max_reference_wavs, griffin_lim_iters=griffin_lim_iters,
-                        vocoder=vocoder, progress=progress)
+                        vocoder=vocoder, asr=asr, asr_model=str(asr_model) if asr_model else None,
+                        progress=progress)
+    _check_asr(asr, asr_model)
     try:
         r = evaluate_run(cfg)
     except (RunEvalError, CheckpointError, AudioReadError, FileNotFoundError, RuntimeError) as e:
@@ -424,15 +454,21 @@ def eval_cmd(
         return "-" if v is None else f"{v:.2f}"
 
     real = r["real"]["means"]
-    typer.echo(f"real recordings: CER {pct(real.get('cer'))} WER {pct(real.get('wer'))} "
-               f"DNSMOS {num(real.get('dnsmos_ovrl'))} (the ceiling)")
+    typer.echo(f"CER/WER by {r['asr']['primary']}" + (", CER ps by pocketsphinx" if len(r["asr"]["names"]) > 1 else ""))
+    typer.echo(f"real recordings: CER {pct(real.get('cer'))} CER ps {pct(real.get('cer_pocketsphinx'))} "
+               f"WER {pct(real.get('wer'))} DNSMOS {num(real.get('dnsmos_ovrl'))} (the ceiling)")
     for c in r["checkpoints"]:
         m = c["val"]["means"]
-        typer.echo(f"{c['name']:>22}: CER {pct(m.get('cer'))} WER {pct(m.get('wer'))} MCD {num(m.get('mcd_db'))} dB "
+        typer.echo(f"{c['name']:>22}: CER {pct(m.get('cer'))} CER ps {pct(m.get('cer_pocketsphinx'))} "
+                   f"WER {pct(m.get('wer'))} MCD {num(m.get('mcd_db'))} dB "
                    f"spk {num(c['all']['means'].get('speaker_similarity'))} DNSMOS {num(c['all']['means'].get('dnsmos_ovrl'))} "
                    f"RTF {num(c['all'].get('rtf'))}")
     if r["selection"]:
-        typer.echo(f"selected {r['selection']['selected']} -> {r['selection']['written']}")
+        sel = r["selection"]
+        typer.echo(f"selected {sel['selected']} (quality {num(sel['quality'])}; {sel['rule']}) -> {sel['written']}")
+        for v in sel["verdicts"][1:]:
+            ci = "" if v["delta"] is None else f" Δ {v['delta']:+.3f} [{v['low']:+.3f}, {v['high']:+.3f}]"
+            typer.echo(f"{v['name']:>22}: quality {num(v['quality'])}{ci}: {v['verdict']}")
     typer.echo(f"report: {Path(r['out']) / 'report.html'}  data: {Path(r['out']) / 'eval.json'}")
 
 
@@ -447,15 +483,22 @@ def eval_audio_cmd(
         "beside each wav, else DIR/metadata.csv."),
     out: Optional[Path] = typer.Option(None, "--out", help="Write per-utterance rows and means as JSON here."),
     no_dnsmos: bool = typer.Option(False, "--no-dnsmos", help="Skip DNSMOS (the slowest metric, ~0.6 s per file)."),
+    asr: str = _asr_option(),
+    asr_model: Optional[Path] = _asr_model_option(),
 ) -> None:
-    """Score any wav files: CER/WER (pocketsphinx), DNSMOS, and against references MCD, F0, speaker similarity."""
+    """Score any wav files: CER/WER (Whisper, pocketsphinx beside it), DNSMOS, and against references MCD, F0, speaker similarity."""
     from rich.console import Console
 
     from voicetrain.audio.io import AudioReadError
     from voicetrain.evaluation.evaluate_audio import TranscriptError, evaluate_audio, render_table, write_json
+    from voicetrain.evaluation.models import Evaluator
 
+    _check_asr(asr, asr_model)
     try:
-        result = evaluate_audio(directory, reference, texts, dnsmos=not no_dnsmos)
+        evaluator = Evaluator(asr=asr, asr_model=str(asr_model) if asr_model else None)
+        if evaluator.asr_note:
+            typer.secho(f"note: {evaluator.asr_note}", fg=typer.colors.YELLOW, err=True)
+        result = evaluate_audio(directory, reference, texts, evaluator=evaluator, dnsmos=not no_dnsmos)
     except (FileNotFoundError, TranscriptError, AudioReadError, RuntimeError) as e:
         _fail(str(e))
     Console().print(render_table(result))
@@ -493,11 +536,14 @@ def models_add_cmd(
     from voicetrain.registry.build import register_run
     from voicetrain.registry.store import RegistryError
 
+    from voicetrain.inference.checkpoint import choose_checkpoint
+
     try:
         path = register_run(run, name, checkpoint, _store(store), vocoder=vocoder)
+        choice = choose_checkpoint(run, checkpoint)
     except (RegistryError, CheckpointError, ConfigError, FileNotFoundError) as e:
         _fail(str(e))
-    typer.echo(f"added {path.parent.name}@{path.name}: {path}")
+    typer.echo(f"added {path.parent.name}@{path.name}: {path} (checkpoint {choice.path.name}: {choice.reason})")
 
 
 @models_app.command("list")
@@ -583,11 +629,18 @@ def export_cmd(
 
     if format != "onnx":
         _fail(f"unknown --format {format!r}; supported: onnx")
+    from voicetrain.inference.checkpoint import choose_checkpoint
+
     try:
         r = export_onnx(source, out, store=_store(store), which=checkpoint)
+        src = Path(source)
+        why = ""
+        if src.is_dir() and (src / "checkpoints").is_dir():
+            choice = choose_checkpoint(src, checkpoint)
+            why = f"; checkpoint {choice.path.name}: {choice.reason}"
     except (ExportError, RegistryError, CheckpointError, ConfigError, FileNotFoundError) as e:
         _fail(str(e))
-    typer.echo(f"{r.onnx} + {r.config.name} ({r.seconds:.1f} s)")
+    typer.echo(f"{r.onnx} + {r.config.name} ({r.seconds:.1f} s{why})")
 
 
 @app.command("serve")

@@ -61,7 +61,19 @@ class TrainConfig:
     n_sample_sentences: int = 3
     log_every_steps: int = 10
     early_stopping_patience: int = 0
-    """Stop when validation loss has not improved for this many validations (0 = off)."""
+    """With quality tracking: stop when quality has been worse than the best validation's beyond noise for
+    this many validations in a row. Without it: when validation loss has not improved for this many
+    validations. 0 = off."""
+    quality_sentences: int = 8
+    """Validation sentences synthesized and scored (Whisper CER, speaker similarity) at every validation;
+    the top checkpoints by that quality score are kept and used by default. 0 = off (checkpoints are then
+    chosen by validation loss). Needs the eval extra; without it training says so once and goes on."""
+    quality_dnsmos: bool = False
+    """Also log DNSMOS of those sentences (not part of the score; ~0.3 s per sentence)."""
+    keep_best_quality: int = 2
+    """Checkpoints kept by quality score, as checkpoints/quality-step=N-score=S.ckpt."""
+    quality_reference_clips: int = 10
+    """Training clips per speaker whose mean speaker embedding is the target of speaker similarity."""
     snapshot_minutes: list[float] = field(default_factory=list)
     """Also keep a checkpoint when training wall time passes each of these marks (minutes),
     saved as checkpoints/time=Mmin-step=N.ckpt: compare a voice after 1, 3, 5, 15 minutes."""

@@ -13,7 +13,7 @@ from voicetrain.config import ConfigError
 from voicetrain.inference.checkpoint import find_checkpoint, load_checkpoint_safe, load_model
 from voicetrain.training.finetune import FinetuneConfig, IncompatibleBaseError, finetune
 
-FT = dict(max_steps=4, val_every_steps=2, batch_size=4, threads=1, early_stopping_patience=0)
+FT = dict(max_steps=4, val_every_steps=2, batch_size=4, threads=1, early_stopping_patience=0, quality_sentences=0)
 
 
 def _state(path):

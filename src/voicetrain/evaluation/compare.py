@@ -95,6 +95,9 @@ class CompareConfig:
     speaker_similarity: bool = True
     max_reference_wavs: int = 10
     griffin_lim_iters: int = 32
+    asr: str = "both"
+    """'whisper', 'pocketsphinx' or 'both' (see :class:`~voicetrain.evaluation.models.Evaluator`)."""
+    asr_model: str | None = None
     progress: bool = True
 
 
@@ -269,6 +272,7 @@ def _point_row(run: RunCurves, ck: dict[str, Any], target: float, axis: str) -> 
         "distance": (pos - target) if pos is not None else None,
         "val_loss": loss, "val_loss_step": loss_step,
         "cer": a["means"].get("cer"), "wer": a["means"].get("wer"),
+        "cer_pocketsphinx": a["means"].get("cer_pocketsphinx"),
         "cer_val": v["means"].get("cer"), "cer_texts": t["means"].get("cer"),
         "speaker_similarity": a["means"].get("speaker_similarity"),
         "speaker_mismatch_rate": a.get("speaker_mismatch_rate"),
@@ -331,7 +335,7 @@ def compare_runs(cfg: CompareConfig, *, evaluator: Evaluator | None = None) -> d
     time_pts = match_points(runs, "time", time_targets)
 
     # ---- score every chosen checkpoint, one evaluate_run per run, one Evaluator for all
-    evaluator = evaluator or Evaluator()
+    evaluator = evaluator or Evaluator(asr=cfg.asr, asr_model=cfg.asr_model)
     evals: dict[str, dict[str, Any]] = {}
     for r in runs:
         wanted = sorted({p["choices"][r.name] for p in step_pts + time_pts})
@@ -339,7 +343,8 @@ def compare_runs(cfg: CompareConfig, *, evaluator: Evaluator | None = None) -> d
             run=str(r.path), texts=cfg.texts, checkpoints=",".join(str(s) for s in wanted),
             max_utterances=cfg.max_utterances, out=str(out / "runs" / r.name), dnsmos=cfg.dnsmos,
             speaker_similarity=cfg.speaker_similarity, max_reference_wavs=cfg.max_reference_wavs,
-            griffin_lim_iters=cfg.griffin_lim_iters, progress=cfg.progress), evaluator=evaluator)
+            griffin_lim_iters=cfg.griffin_lim_iters, asr=cfg.asr, asr_model=cfg.asr_model,
+            progress=cfg.progress), evaluator=evaluator)
 
     by_name = {r.name: r for r in runs}
 
@@ -382,6 +387,7 @@ def compare_runs(cfg: CompareConfig, *, evaluator: Evaluator | None = None) -> d
                           "wall_s interpolated at its step) is closest; distance = its wall_s - target, seconds",
             "points": matched_time},
         "sentences": sentences,
+        "asr": {"names": list(evaluator.asr_names), "note": evaluator.asr_note or None},
         "timings": {"load_seconds": dict(evaluator.load_seconds), "wall_seconds": None},
         "plots": {}, "report": "compare.html",
     }
@@ -405,6 +411,7 @@ def _clean_json(result: dict[str, Any]) -> dict[str, Any]:
 _METRICS = (  # (key, title, format)
     ("val_loss", "validation loss", "f3"),
     ("cer", "CER (lower is better)", "pct"),
+    ("cer_pocketsphinx", "pocketsphinx CER (second opinion)", "pct"),
     ("speaker_similarity", "speaker cosine to target (higher is better)", "f3"),
     ("dnsmos_ovrl", "DNSMOS OVRL (higher is better)", "f2"),
 )
@@ -481,7 +488,7 @@ _e = html.escape
 _COLUMNS = (  # (key, header, format)
     ("checkpoint", "checkpoint", "code"), ("step", "step", "int"), ("minutes", "wall min", "f2"),
     ("distance", "distance", "dist"), ("val_loss", "val loss", "f3"), ("cer", "CER", "pct"),
-    ("wer", "WER", "pct"), ("speaker_similarity", "spk cos", "f3"), ("speaker_mismatch_rate", "nearest ≠ target", "pct"),
+    ("wer", "WER", "pct"), ("cer_pocketsphinx", "CER ps", "pct"), ("speaker_similarity", "spk cos", "f3"), ("speaker_mismatch_rate", "nearest ≠ target", "pct"),
     ("dnsmos_ovrl", "DNSMOS", "f2"), ("mcd_db", "MCD dB", "f2"), ("rtf", "RTF", "f3"),
 )
 
@@ -578,6 +585,7 @@ def write_html(out: str | os.PathLike, result: dict[str, Any]) -> Path:
         f"{_e(str(r.get('preset') or ''))}</td><td>{_fmt(r.get('steps'), 'int')}</td>"
         f"<td>{_fmt((r.get('wall_seconds') or 0) / 60 if r.get('wall_seconds') else None, 'f2')}</td>"
         f"<td>{_fmt(r.get('final_val_loss'), 'f3')}</td><td>{_fmt(r['real'].get('cer'), 'pct')}</td>"
+        f"<td>{_fmt(r['real'].get('cer_pocketsphinx'), 'pct')}</td>"
         f"<td><a href='{_e(r['report'])}'>report</a></td></tr>" for r in result["runs"])
     img = (f"<img src='{_e(result['plots']['val_loss'])}' alt='validation loss'>"
            if "val_loss" in result.get("plots", {}) else "<p>No validation rows in any metrics.csv.</p>")
@@ -585,11 +593,11 @@ def write_html(out: str | os.PathLike, result: dict[str, Any]) -> Path:
     doc = f"""<!doctype html><html><head><meta charset="utf-8"><title>voicetrain compare</title>
 <style>{_CSS}</style></head><body>
 <h1>Comparison of {len(result['runs'])} runs</h1>
-<p class="meta">created {_e(result['created'])}{f' · {wall:.0f} s' if wall else ''} · CER/WER: pocketsphinx on the
-synthesized sentences (validation sentences and texts); spk cos: resemblyzer cosine to the target speaker's centroid
+<p class="meta">created {_e(result['created'])}{f' · {wall:.0f} s' if wall else ''} · CER/WER: {_e(' then '.join(result.get('asr', {}).get('names') or ['pocketsphinx']))}
+on the synthesized sentences (validation sentences and texts; CER ps: pocketsphinx's, the second opinion); spk cos: resemblyzer cosine to the target speaker's centroid
 (training recordings); real CER: the run's real validation recordings (the ceiling).</p>
 <table><tr><th>run</th><th>folder</th><th>strategy</th><th>model</th><th>steps</th><th>wall min</th>
-<th>final val loss</th><th>real CER</th><th>details</th></tr>{runs}</table>
+<th>final val loss</th><th>real CER</th><th>real CER ps</th><th>details</th></tr>{runs}</table>
 <h2>Validation loss</h2>{img}
 {_section(result, 'matched_time', 'time', 'At matched wall time', 'matched_time')}
 {_section(result, 'matched_steps', 'step', 'At matched steps', 'matched_steps')}

@@ -82,9 +82,18 @@ class UtteranceEval:
     """Seconds."""
     text: str | None = None
     hypothesis: str | None = None
-    """pocketsphinx transcript, normalized for scoring."""
+    """The primary recognizer's transcript (Whisper unless --asr pocketsphinx), normalized for scoring."""
     wer: float | None = None
+    """WER / CER of the primary recognizer (named by ``asr``)."""
     cer: float | None = None
+    asr: str | None = None
+    """Which recognizer filled hypothesis / wer / cer."""
+    hypothesis_whisper: str | None = None
+    wer_whisper: float | None = None
+    cer_whisper: float | None = None
+    hypothesis_pocketsphinx: str | None = None
+    wer_pocketsphinx: float | None = None
+    cer_pocketsphinx: float | None = None
     dnsmos_ovrl: float | None = None
     dnsmos_sig: float | None = None
     dnsmos_bak: float | None = None
@@ -99,7 +108,7 @@ class UtteranceEval:
     """Cosine similarity to the mean embedding of the reference set."""
 
 
-METRIC_FIELDS = ("wer", "cer", "dnsmos_ovrl", "dnsmos_sig", "dnsmos_bak", "dnsmos_p808", "mcd_db",
+METRIC_FIELDS = ("wer", "cer", "wer_whisper", "cer_whisper", "wer_pocketsphinx", "cer_pocketsphinx", "dnsmos_ovrl", "dnsmos_sig", "dnsmos_bak", "dnsmos_p808", "mcd_db",
                  "f0_rmse_cents", "f0_rmse_hz", "voicing_error", "speaker_similarity")
 
 
@@ -113,7 +122,7 @@ class AudioEvalResult:
     counts: dict[str, int]
     """How many utterances each mean is over."""
     compute_seconds: dict[str, float] = field(default_factory=dict)
-    """Total compute per metric ('asr', 'dnsmos', 'reference', 'speaker')."""
+    """Total compute per metric ('asr_whisper', 'asr_pocketsphinx', 'dnsmos', 'reference', 'speaker')."""
     load_seconds: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -168,17 +177,23 @@ def evaluate_utterance(
 ) -> UtteranceEval:
     """Score one (samples,) float waveform.
 
-    ``text`` enables WER/CER (pocketsphinx), ``reference`` = (samples, sr) enables
+    ``text`` enables WER/CER by each of the evaluator's recognizers (the first fills
+    ``wer``/``cer``/``hypothesis``), ``reference`` = (samples, sr) enables
     MCD-DTW, F0 RMSE and voicing error, ``speaker_centroid`` (dim,) enables speaker
     similarity, ``dnsmos`` the DNSMOS scores. ``timings`` (if given) accumulates
     compute seconds per metric.
     """
     row = UtteranceEval(id=id, path=path, duration=len(audio) / sr, text=text)
     if text is not None and text.strip():
-        t0 = time.perf_counter()
-        rates = metrics.error_rates(text, evaluator.asr.transcribe(audio, sr))
-        _add_time(timings, "asr", t0)
-        row.hypothesis, row.wer, row.cer = rates.hypothesis, rates.wer, rates.cer
+        for i, name in enumerate(evaluator.asr_names):
+            t0 = time.perf_counter()
+            rates = metrics.error_rates(text, evaluator.asr_engine(name).transcribe(audio, sr))
+            _add_time(timings, f"asr_{name}", t0)
+            setattr(row, f"hypothesis_{name}", rates.hypothesis)
+            setattr(row, f"wer_{name}", rates.wer)
+            setattr(row, f"cer_{name}", rates.cer)
+            if i == 0:
+                row.asr, row.hypothesis, row.wer, row.cer = name, rates.hypothesis, rates.wer, rates.cer
     if dnsmos:
         t0 = time.perf_counter()
         s = evaluator.dnsmos.score(audio, sr)
@@ -271,7 +286,7 @@ def write_json(result: AudioEvalResult, path: str | os.PathLike) -> None:
 
 
 # Short headers keep the table inside an 80-column terminal; the JSON has every field.
-_TABLE_COLUMNS = {"wer": "WER", "cer": "CER", "dnsmos_ovrl": "MOS", "dnsmos_p808": "P808", "mcd_db": "MCD dB",
+_TABLE_COLUMNS = {"wer": "WER", "cer": "CER", "cer_pocketsphinx": "CER ps", "dnsmos_ovrl": "MOS", "dnsmos_p808": "P808", "mcd_db": "MCD dB",
                   "f0_rmse_cents": "F0 ¢", "voicing_error": "V/UV", "speaker_similarity": "spk cos"}
 
 

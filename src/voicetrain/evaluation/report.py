@@ -113,6 +113,7 @@ def _plot_overfitting(overfit: dict[str, Any], path: Path) -> bool:
 
 _CURVES = (  # (key, title, smallest y span shown: differences below it are measurement noise, not a trend)
     ("cer", "CER (lower is better)", 0.05),
+    ("cer_pocketsphinx", "pocketsphinx CER (second opinion)", 0.05),
     ("mcd_db", "MCD-DTW dB (lower is better)", 0.5),
     ("speaker_similarity", "speaker cosine (higher is better)", 0.05),
     ("dnsmos_ovrl", "DNSMOS OVRL (higher is better)", 0.2),
@@ -171,6 +172,7 @@ _e = html.escape
 
 _TABLE = (  # (split, key, header, format)
     ("val", "cer", "CER", "pct"), ("val", "wer", "WER", "pct"), ("texts", "cer", "CER texts", "pct"),
+    ("val", "cer_pocketsphinx", "CER ps", "pct"), ("texts", "cer_pocketsphinx", "CER ps texts", "pct"),
     ("val", "mcd_db", "MCD dB", "f2"), ("val", "f0_rmse_cents", "F0 RMSE ¢", "f0"),
     ("val", "voicing_error", "V/UV err", "pct"), ("all", "speaker_similarity", "spk cos", "f3"),
     ("all", "dnsmos_ovrl", "DNSMOS", "f2"), ("all", "dnsmos_p808", "P.808", "f2"),
@@ -219,6 +221,8 @@ def _utt_metrics(r: dict[str, Any], real: bool = False) -> str:
     bits = []
     if r.get("cer") is not None:
         bits.append(f"CER {_fmt(r['cer'], 'pct')}")
+    if r.get("cer_pocketsphinx") is not None and r.get("asr") != "pocketsphinx":
+        bits.append(f"CER ps {_fmt(r['cer_pocketsphinx'], 'pct')}")
     if r.get("mcd_db") is not None:
         bits.append(f"MCD {_fmt(r['mcd_db'])} dB")
     if r.get("f0_rmse_cents") is not None:
@@ -233,6 +237,15 @@ def _utt_metrics(r: dict[str, Any], real: bool = False) -> str:
     if r.get("speaker_mismatch"):
         warn = f' <span class="warn">sounds nearest to {_e(str(r.get("nearest_speaker")))}, not {_e(r["speaker"])}</span>'
     return " · ".join(bits) + warn
+
+
+def _heard(r: dict[str, Any]) -> str:
+    """The primary recognizer's transcript, with pocketsphinx's below it when both ran."""
+    main = _e(r.get("hypothesis") or "")
+    ps = r.get("hypothesis_pocketsphinx")
+    if ps is not None and r.get("asr") != "pocketsphinx":
+        main += f"<br><span class='spk'>pocketsphinx: {_e(ps)}</span>"
+    return main
 
 
 def _samples(result: dict[str, Any], split: str) -> str:
@@ -251,14 +264,14 @@ def _samples(result: dict[str, Any], split: str) -> str:
         real = real_by_id.get(uid) if split == "val" else None
         if real:
             lines.append(f"<tr class='real'><td>real recording</td><td>{_audio(real['audio'])}</td>"
-                         f"<td>{_e(real.get('hypothesis') or '')}</td><td>{_utt_metrics(real, True)}</td></tr>")
+                         f"<td>{_heard(real)}</td><td>{_utt_metrics(real, True)}</td></tr>")
         for c in result["checkpoints"]:
             r = next((u for u in c["utterances"] if u["id"] == uid and u["set"] == split), None)
             if r is None:
                 lines.append(f"<tr><td><code>{_e(c['name'])}</code></td><td colspan=3>skipped (no speakable text)</td></tr>")
                 continue
             lines.append(f"<tr><td><code>{_e(c['name'])}</code></td><td>{_audio(r['audio'])}</td>"
-                         f"<td>{_e(r.get('hypothesis') or '')}</td><td>{_utt_metrics(r)}</td></tr>")
+                         f"<td>{_heard(r)}</td><td>{_utt_metrics(r)}</td></tr>")
         blocks.append(
             f"<div class='utt'><div class='utthead'><b>{_e(uid)}</b> <span class='spk'>({_e(first.get('speaker') or '')})</span> "
             f"“{_e(first.get('text') or '')}”</div><table class='samples'><tr><th>source</th><th>audio</th>"
@@ -305,11 +318,16 @@ def _selection_html(result: dict[str, Any]) -> str:
     if not sel:
         return ("<p>No checkpoint was selected (run with <code>--select-best</code> to choose one and record it in "
                 "RUN/selected_checkpoint.txt).</p>")
-    best = "–" if sel["best_cer"] is None else _fmt(sel["best_cer"], "pct")
+    rows = []
+    for v in sel.get("verdicts", []):
+        ci = "–" if v.get("delta") is None else f"{v['delta']:+.3f} [{v['low']:+.3f}, {v['high']:+.3f}]"
+        cls = ' class="selected"' if v["verdict"] == "selected" else ""
+        rows.append(f"<tr{cls}><td><code>{_e(v['name'])}</code></td><td>{v['step']}</td>"
+                    f"<td>{_fmt(v.get('quality'), 'f3')}</td><td>{ci}</td><td>{_e(v['verdict'])}</td></tr>")
+    table = ("<table><tr><th>checkpoint</th><th>step</th><th>quality</th><th>Δ vs selected [95% paired bootstrap]"
+             "</th><th>why</th></tr>" + "".join(rows) + "</table>")
     return (f"<p class='selbox'>Selected <b><code>{_e(sel['selected'])}</code></b> (step {sel['step']}), written to "
-            f"<code>{_e(sel.get('written') or '')}</code>. Rule: {_e(sel['rule'])}. Lowest CER {best}, tolerance "
-            f"{_fmt(sel['tolerance'], 'pct')}; within it: {_e(', '.join(sel['within_tolerance']) or 'none')}. "
-            f"Ranking: {_e(' > '.join(sel['ranking']))}.</p>")
+            f"<code>{_e(sel.get('written') or '')}</code>. Rule: {_e(sel['rule'])}.</p>{table}")
 
 
 _CSS = """body{font-family:system-ui,sans-serif;max-width:1180px;margin:1.5em auto;padding:0 1em;color:#222}
@@ -323,6 +341,15 @@ table.samples th:nth-child(2){width:280px}table.samples td:nth-child(3){color:#5
 audio{height:30px;width:260px;vertical-align:middle}img{max-width:100%}
 .warn{color:#b00;font-weight:600}.selbox{background:#eaf7ea;border:1px solid #9c9;padding:.5em .8em}
 .meta{color:#555;font-size:13px}code{font-size:12px}"""
+
+
+def _asr_words(result: dict[str, Any]) -> str:
+    asr = result.get("asr") or {"names": ["pocketsphinx"]}
+    names = {"whisper": f"Whisper ({asr.get('model') or 'tiny.en'})", "pocketsphinx": "pocketsphinx"}
+    words = names[asr["names"][0]] + " transcript"
+    if len(asr["names"]) > 1:
+        words += f"; 'CER ps' is {names[asr['names'][1]]}'s, the second opinion"
+    return words
 
 
 def write_report(out: str | os.PathLike, result: dict[str, Any]) -> Path:
@@ -348,8 +375,8 @@ def write_report(out: str | os.PathLike, result: dict[str, Any]) -> Path:
 <p class="meta">Dataset <code>{_e(result['dataset'])}</code> · {len(cks)} checkpoint(s) · {n_val} validation sentence(s)
 {f'· {n_texts} extra text(s)' if n_texts else ''} · created {_e(result['created'])}{f' · {wall:.0f} s' if wall else ''}</p>
 <h2>Checkpoints</h2>
-<p class="meta">CER/WER: pocketsphinx transcript of the synthesized validation sentences; the first row scores the
-real recordings the same way (the ceiling). MCD-DTW, F0 RMSE and voicing error compare with the real recording of the
+<p class="meta">CER/WER: {_e(_asr_words(result))} of the synthesized validation sentences; the first row
+scores the real recordings the same way (the ceiling). MCD-DTW, F0 RMSE and voicing error compare with the real recording of the
 same sentence. Speaker cosine: resemblyzer embedding against the target speaker's centroid. RTF: synthesis seconds per
 second of audio. {_e(spk_note)}</p>
 {_summary_table(result)}

@@ -77,15 +77,36 @@ def checkpoint_step(path: Path) -> int:
     return int(m.group(1)) if m else -1
 
 
-def find_checkpoint(run_or_ckpt: str | os.PathLike, which: str = "best") -> Path:
-    """Resolve a run folder (or a checkpoint path) to a checkpoint file.
+_SCORE_RE = re.compile(r"-score=(-?\d+(?:\.\d+)?)\.ckpt$")
 
-    ``which``: 'best' (the one selected by `voicetrain eval --select-best`, else the
-    best by validation loss, else the last), 'last', or a step number.
+
+def quality_score_of(path: Path) -> float | None:
+    """The quality score in a ``quality-step=N-score=S.ckpt`` name, else None."""
+    m = _SCORE_RE.search(path.name)
+    return float(m.group(1)) if m else None
+
+
+@dataclass(frozen=True)
+class CheckpointChoice:
+    path: Path
+    reason: str
+    """Why this checkpoint, in words a user can act on."""
+
+
+def choose_checkpoint(run_or_ckpt: str | os.PathLike, which: str = "best") -> CheckpointChoice:
+    """Resolve a run folder (or a checkpoint path) to a checkpoint file, and say why it was chosen.
+
+    ``which``: 'best', 'last', or a step number. 'best' takes, in order:
+
+    1. the checkpoint recorded by `voicetrain eval --select-best` (RUN/selected_checkpoint.txt);
+    2. the highest quality score kept during training (``quality-step=N-score=S.ckpt``: speaker
+       similarity - Whisper CER on fixed validation sentences, see training/quality.py);
+    3. the lowest validation loss (``best-step=N.ckpt``: runs trained without quality tracking);
+    4. the last checkpoint.
     """
     p = Path(run_or_ckpt)
     if p.is_file():
-        return p
+        return CheckpointChoice(p, "the checkpoint file given")
     ckdir = p / "checkpoints"
     if not ckdir.is_dir():
         raise FileNotFoundError(f"{p} is neither a checkpoint file nor a run folder with checkpoints/")
@@ -94,23 +115,37 @@ def find_checkpoint(run_or_ckpt: str | os.PathLike, which: str = "best") -> Path
         raise FileNotFoundError(f"{ckdir} holds no checkpoints yet; train first (`voicetrain train`)")
     if which == "last":
         last = ckdir / "last.ckpt"
-        return last if last.exists() else ckpts[-1]
+        return CheckpointChoice(last if last.exists() else ckpts[-1], "the last checkpoint (asked for)")
     if which == "best":
         selected = p / "selected_checkpoint.txt"
         if selected.exists():
-            cand = ckdir / selected.read_text().strip()
+            cand = ckdir / selected.read_text(encoding="utf-8").strip()
             if cand.exists():
-                return cand
+                return CheckpointChoice(cand, f"selected by `voicetrain eval --select-best` ({selected.name})")
             import warnings
             warnings.warn(f"{selected} names {cand.name}, which no longer exists (rotated by later training?); "
-                          "using the best checkpoint by validation loss. Re-run `voicetrain eval --select-best`.",
+                          "using the best checkpoint training kept. Re-run `voicetrain eval --select-best`.",
                           stacklevel=2)
+        scored = [(quality_score_of(c), checkpoint_step(c), c) for c in ckdir.glob("quality-*.ckpt")]
+        scored = [x for x in scored if x[0] is not None]
+        if scored:
+            score, step, path = max(scored, key=lambda x: (x[0], x[1]))
+            return CheckpointChoice(path, f"highest quality score during training ({score:.4f} at step {step}: "
+                                          "speaker similarity - Whisper CER on the validation sentences)")
         best = sorted(ckdir.glob("best-*.ckpt"), key=checkpoint_step)
         if best:
-            return best[-1]
-        return find_checkpoint(p, "last")
+            return CheckpointChoice(best[-1], "lowest validation loss (this run was trained without quality tracking)")
+        last = choose_checkpoint(p, "last").path
+        return CheckpointChoice(last, "the last checkpoint (no quality or validation-loss best was kept)")
+    if not which.isdigit():
+        raise FileNotFoundError(f"checkpoint {which!r}: expected best, last or a step number")
     step = int(which)
     for c in ckpts:
         if checkpoint_step(c) == step:
-            return c
+            return CheckpointChoice(c, f"step {step} (asked for)")
     raise FileNotFoundError(f"no checkpoint for step {step} in {ckdir}; have: {[c.name for c in ckpts]}")
+
+
+def find_checkpoint(run_or_ckpt: str | os.PathLike, which: str = "best") -> Path:
+    """The checkpoint file :func:`choose_checkpoint` picks."""
+    return choose_checkpoint(run_or_ckpt, which).path

@@ -16,7 +16,7 @@ import torch
 
 from voicetrain.config import AudioConfig
 from voicetrain.data.cache import FeatureStats
-from voicetrain.inference.checkpoint import find_checkpoint, load_model
+from voicetrain.inference.checkpoint import choose_checkpoint, load_model
 from voicetrain.run_config import RunConfig
 from voicetrain.text.symbols import SymbolTable
 from voicetrain.text.tokenizer import NoSpeakableTextError, Tokenizer, split_sentences
@@ -37,6 +37,8 @@ class Synthesizer:
     audio: AudioConfig
     speakers: list[str]
     checkpoint: str = ""
+    checkpoint_reason: str = ""
+    """Why ``checkpoint`` was chosen (see :func:`voicetrain.inference.checkpoint.choose_checkpoint`)."""
     sentence_pause: float = 0.25
     speaker_aliases: dict[str, str] = field(default_factory=dict)
     """Dataset speaker name -> speaker-table name (a voice fine-tuned with --speaker-name)."""
@@ -52,10 +54,12 @@ class Synthesizer:
         ``vocoder``: a Vocoder, 'griffin-lim', a vocoder RUN folder / checkpoint, or None for the one the
         run names (``RunConfig.vocoder``).
         """
-        ckpt_path = find_checkpoint(path, which)
-        loaded = load_model(ckpt_path)
-        return cls.from_parts(loaded.model, loaded.run_cfg, loaded.symbols, loaded.stats, vocoder,
-                              griffin_lim_iters, checkpoint=str(ckpt_path))
+        choice = choose_checkpoint(path, which)
+        loaded = load_model(choice.path)
+        synth = cls.from_parts(loaded.model, loaded.run_cfg, loaded.symbols, loaded.stats, vocoder,
+                               griffin_lim_iters, checkpoint=str(choice.path))
+        synth.checkpoint_reason = choice.reason
+        return synth
 
     @classmethod
     def from_parts(cls, model, run_cfg: RunConfig, symbols: SymbolTable, stats: FeatureStats,

@@ -51,7 +51,7 @@ def register_run(run: str | os.PathLike, name: str | None = None, checkpoint: st
     from safetensors.torch import save_file
 
     from voicetrain import __version__
-    from voicetrain.inference.checkpoint import find_checkpoint, load_model
+    from voicetrain.inference.checkpoint import choose_checkpoint, load_model
     from voicetrain.models.registry import model_config
 
     store = store if isinstance(store, ModelStore) else ModelStore(store)
@@ -59,7 +59,8 @@ def register_run(run: str | os.PathLike, name: str | None = None, checkpoint: st
     name = validate_name(run.resolve().name if name is None else name)
     if checkpoint not in ("best", "last") and not checkpoint.isdigit():
         raise RegistryError(f"--checkpoint must be best, last or a step number, got {checkpoint!r}")
-    ckpt_path = find_checkpoint(run, checkpoint)
+    choice = choose_checkpoint(run, checkpoint)
+    ckpt_path = choice.path
     loaded = load_model(ckpt_path)
     spec = loaded.run_cfg.vocoder if vocoder is None else str(vocoder)
     voc = None
@@ -87,6 +88,7 @@ def register_run(run: str | os.PathLike, name: str | None = None, checkpoint: st
         card = build_card(name=name, version=version, run=run_dir, checkpoint=ckpt_path, step=loaded.step,
                           run_cfg=loaded.run_cfg, model_hparams=hparams, n_parameters=n_params, created=created,
                           package_version=__version__)
+        card["checkpoint_reason"] = choice.reason  # why this checkpoint of the run is the voice
         (tmp / "card.json").write_text(json.dumps(card, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
         (tmp / "card.md").write_text(render_markdown(card), encoding="utf-8")
         for p in tmp.iterdir():  # durable before the rename publishes the version

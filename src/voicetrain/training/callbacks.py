@@ -93,7 +93,8 @@ class MetricsFile(L.Callback):
         if trainer.sanity_checking:
             return
         row = {"step": trainer.global_step, "wall_s": round(self._wall(), 2)}
-        row.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("val/", "align/"))})
+        row.update({k: float(v) for k, v in trainer.callback_metrics.items()
+                    if k.startswith(("val/", "align/", "quality/"))})
         self.rows.append(row)
         self._write()
 
@@ -269,18 +270,20 @@ class HealthCheck(L.Callback):
     """
 
     def __init__(self, run_dir: Path, warmup_steps: int, align_deadline: int = 1500, patience: int = 0,
-                 console: Console | None = None, align_threshold: float = 0.5):
+                 console: Console | None = None, align_threshold: float = 0.5, quality_tracked: bool = False):
         self.path = run_dir / "health.jsonl"
         self.warmup = warmup_steps
         self.align_deadline = align_deadline
         self.align_threshold = align_threshold
         self.patience = patience
         self.console = console or Console(stderr=True)
-        self.val_history: list[tuple[int, float, float]] = []  # step, val loss, train loss
+        self.val_history: list[tuple[int, float, float, float]] = []  # step, val loss, train loss, quality
         self.best_val = math.inf
         self.bad_vals = 0
         self.warned: set[str] = set()
         self.train_losses: list[tuple[int, float]] = []
+        self.quality_tracked = quality_tracked
+        """QualityTracker judges overfitting and early stopping; a rising validation loss is only reported."""
 
     def warn(self, kind: str, step: int, message: str, once: bool = True) -> None:
         if once and kind in self.warned:
@@ -336,19 +339,27 @@ class HealthCheck(L.Callback):
             return
         val = float(val)
         train_now = self._train_mean(step - 100, step + 1) or math.nan
-        self.val_history.append((step, val, train_now))
+        quality = m.get("quality/score")
+        self.val_history.append((step, val, train_now, float(quality) if quality is not None else math.nan))
         if val < self.best_val - 1e-4:
             self.best_val, self.bad_vals = val, 0
         else:
             self.bad_vals += 1
         if len(self.val_history) >= 3:
-            (s0, v0, t0), (s1, v1, t1), (s2, v2, t2) = self.val_history[-3:]
-            if v2 > v1 > v0 and t2 < t0:
+            (s0, v0, t0, q0), (s1, v1, t1, q1), (s2, v2, t2, q2) = self.val_history[-3:]
+            if v2 > v1 > v0 and t2 < t0 and self.quality_tracked:
+                if not q2 < q0:  # NaN-safe: a missing score is not a fall
+                    self.warn("val-loss-rising", step,
+                              f"validation loss rose for 2 validations ({v0:.3f} -> {v2:.3f}) while the quality score "
+                              f"held or improved ({q0:.3f} -> {q2:.3f}). That is the model no longer averaging "
+                              "prosody, not overfitting: quality (Whisper CER, speaker similarity) decides which "
+                              "checkpoint is kept.")
+            elif v2 > v1 > v0 and t2 < t0:
                 self.warn("overfitting", step,
                           f"validation loss rose for 2 validations ({v0:.3f} -> {v2:.3f}) while training loss fell "
                           f"({t0:.3f} -> {t2:.3f}): the model is overfitting. Use the best checkpoint (kept "
                           "automatically), add data, or enable early stopping (--early-stop N).")
-        if self.patience and self.bad_vals >= self.patience:
+        if self.patience and not self.quality_tracked and self.bad_vals >= self.patience:
             self.warn("early-stop", step, f"validation loss has not improved for {self.patience} validations; stopping.")
             trainer.should_stop = True
 

@@ -61,6 +61,8 @@ class FinetuneConfig:
     threads: int = 0
     seed: int = 0
     snapshot_minutes: list[float] = dataclasses.field(default_factory=list)
+    quality_sentences: int = 8
+    """As TrainConfig.quality_sentences: score the new voice at every validation and keep its best by quality."""
 
 
 def check_compatible(base_cfg: RunConfig, base_symbols, ds: PreparedDataset) -> None:
@@ -190,7 +192,8 @@ def finetune(dataset_dir: str | os.PathLike, base: str | os.PathLike, run_dir: s
         train=TrainConfig(batch_size=ft.batch_size, max_steps=ft.max_steps, max_minutes=ft.max_minutes,
                           val_every_steps=ft.val_every_steps, checkpoint_every_steps=ft.val_every_steps,
                           sample_every_steps=ft.val_every_steps * 5, early_stopping_patience=ft.early_stopping_patience,
-                          threads=ft.threads, seed=ft.seed, snapshot_minutes=list(ft.snapshot_minutes)),
+                          threads=ft.threads, seed=ft.seed, snapshot_minutes=list(ft.snapshot_minutes),
+                          quality_sentences=ft.quality_sentences),
     )
     run_dir.mkdir(parents=True, exist_ok=True)
     if (run_dir / "config.yaml").exists() and (run_dir / "checkpoints" / "last.ckpt").exists() and resume:

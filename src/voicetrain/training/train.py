@@ -4,8 +4,9 @@ Run folder layout::
 
     RUN/config.yaml            RunConfig (reproduces the run: `voicetrain train DATASET --config RUN/config.yaml`)
     RUN/symbols.json, stats.json
-    RUN/checkpoints/           step=N.ckpt (last K), best-step=N.ckpt (lowest val loss), last.ckpt
-    RUN/metrics.csv, loss.png  refreshed during training
+    RUN/checkpoints/           step=N.ckpt (last K), quality-step=N-score=S.ckpt (top by quality score),
+                               best-step=N.ckpt (lowest val loss), last.ckpt
+    RUN/metrics.csv, loss.png  refreshed during training (quality/* columns: see training/quality.py)
     RUN/tb/                    TensorBoard event files
     RUN/samples/step_N/*.wav   fixed validation sentences; alignment_latest.png
     RUN/health.jsonl           health-check warnings
@@ -292,17 +293,25 @@ def _train(dataset_dir, run_dir, cfg: RunConfig, *, resume, dry_run, console, in
         return Synthesizer.from_parts(pl_module.model, cfg, symbols, stats, griffin_lim_iters=16)
 
     t = cfg.train
+    health = HealthCheck(run_dir, cfg.optim.warmup_steps, patience=t.early_stopping_patience, console=console)
+    quality = _quality_tracker(ds, cfg, val_set, symbols, stats, health, console) if t.quality_sentences else None
+    health.quality_tracked = quality is not None
     periodic = ModelCheckpoint(dirpath=ckpt_dir, filename="step={step}", auto_insert_metric_name=False,
                                every_n_train_steps=t.checkpoint_every_steps, save_top_k=t.keep_last,
                                monitor="step", mode="max", save_last=True, save_on_train_epoch_end=False)
     best = ModelCheckpoint(dirpath=ckpt_dir, filename="best-step={step}", auto_insert_metric_name=False,
                            monitor="val/loss", mode="min", save_top_k=1, save_last=False)
     callbacks = [
-        HealthCheck(run_dir, cfg.optim.warmup_steps, patience=t.early_stopping_patience, console=console),
+        *([quality] if quality else []),  # first: HealthCheck and MetricsFile read its quality/* metrics
+        health,
         MetricsFile(run_dir, t.log_every_steps),
         SampleWriter(run_dir, t.sample_every_steps, sentences, make_synth),
         periodic, best,
     ]
+    if quality is not None:
+        callbacks.append(ModelCheckpoint(
+            dirpath=ckpt_dir, filename="quality-step={step}-score={quality_score:.4f}", auto_insert_metric_name=False,
+            monitor="quality_score", mode="max", save_top_k=t.keep_best_quality, save_last=False))
     if cfg.optim.ema_decay > 0:
         callbacks.append(EMAWeights(cfg.optim.ema_decay))  # after SampleWriter: see its docstring
     if t.snapshot_minutes:
@@ -333,7 +342,7 @@ def _train(dataset_dir, run_dir, cfg: RunConfig, *, resume, dry_run, console, in
         trainer.save_checkpoint(ckpt_dir / "last.ckpt")
     m = trainer.callback_metrics
     # Lightning's Timer also sets should_stop, so ask the health check whether it stopped the run
-    early = "early-stop" in callbacks[0].warned
+    early = "early-stop" in health.warned
     stopped = "max_steps" if trainer.global_step >= t.max_steps else ("early stopping" if early else "time limit")
     result = RunResult(
         run_dir=str(run_dir), steps=trainer.global_step, wall_seconds=wall,
@@ -344,9 +353,40 @@ def _train(dataset_dir, run_dir, cfg: RunConfig, *, resume, dry_run, console, in
         best_checkpoint=best.best_model_path or None,
         last_checkpoint=str(find_checkpoint(run_dir, "last")) if any(ckpt_dir.glob("*.ckpt")) else None,
         estimate=est, stopped_because=stopped,
+        extra={"quality": quality.summary() if quality is not None else None},
     )
     atomic_write_text(run_dir / "result.json", json.dumps(dataclasses.asdict(result), indent=1))
     return result
+
+
+def _quality_tracker(ds: PreparedDataset, cfg: RunConfig, val_set: TTSDataset, symbols: SymbolTable,
+                     stats: FeatureStats, health, console: Console):
+    """The QualityTracker for this run, or None (said once) when the eval extra's judges are missing."""
+    from voicetrain.training.quality import QualitySentence, QualityTracker, judges_missing
+
+    missing = judges_missing()
+    if missing:
+        console.print(f"[yellow]quality tracking off[/yellow]: {missing} not installed (pip install "
+                      "'voicetrain[eval]'); checkpoints are chosen by validation loss")
+        return None
+    sentences = []
+    for u in val_set.utts[: cfg.train.quality_sentences]:
+        ids, _ = symbols.encode(u.phonemes)
+        sentences.append(QualitySentence(u.id, u.text, ids, val_set.speakers[u.speaker], u.speaker, ds.root / u.audio))
+    by_speaker: dict[str, list] = {}
+    for u in sorted(ds.manifest("train"), key=lambda u: u.id):
+        by_speaker.setdefault(u.speaker, []).append(u)
+    clips = {}
+    for spk in dict.fromkeys(s.speaker for s in sentences):
+        us = by_speaker.get(spk, [])
+        step = max(len(us) // max(cfg.train.quality_reference_clips, 1), 1)
+        clips[spk] = [ds.root / u.audio for u in us[::step][: cfg.train.quality_reference_clips]]
+
+    def make_synth(pl_module):  # the run's own vocoder, as `voicetrain synth` would use it
+        return Synthesizer.from_parts(pl_module.model, cfg, symbols, stats)
+
+    return QualityTracker(sentences, make_synth, reference_clips=clips, dnsmos=cfg.train.quality_dnsmos,
+                          health=health, patience=cfg.train.early_stopping_patience, console=console)
 
 
 def _last_step(ckpt_dir: Path) -> int:
