@@ -23,7 +23,6 @@ from voicetrain.evaluation.evaluate_run import (
     overfitting_analysis,
     read_texts,
     resolve_checkpoints,
-    select_checkpoint,
 )
 
 
@@ -93,13 +92,16 @@ def test_eval_run_every_metric(tiny_run, evaluator, tmp_path):
         assert key in data, key
     # the ceiling: real validation recordings scored the same way
     real = data["real"]
-    assert real["n"] == 2 and real["means"]["cer"] < 0.5  # flite rms is intelligible to pocketsphinx
+    assert real["n"] == 2 and real["means"]["cer"] < 0.2  # flite rms is intelligible to Whisper
+    assert real["means"]["cer_pocketsphinx"] < 0.5  # and to pocketsphinx, the second opinion
+    assert data["asr"]["names"] == ["whisper", "pocketsphinx"] and data["asr"]["primary"] == "whisper"
     assert real["means"]["dnsmos_ovrl"] > 2.0 and real["means"]["speaker_similarity"] > 0.7
     [ck] = data["checkpoints"]
     assert ck["step"] == 2 and ck["name"] == "step=2.ckpt"  # last.ckpt is recorded by its stable name
     assert ck["val"]["n"] == 2 and ck["texts"]["n"] == 1
     for u in ck["utterances"]:
         assert u["cer"] is not None and u["wer"] is not None and u["dnsmos_ovrl"] is not None
+        assert u["asr"] == "whisper" and u["cer"] == u["cer_whisper"] and u["cer_pocketsphinx"] is not None
         assert u["speaker_similarity"] is not None and u["nearest_speaker"] is not None
         assert u["speaker_mismatch"] is False  # one speaker in the dataset
         assert u["rtf"] > 0 and (out / u["audio"]).is_file()
@@ -117,7 +119,8 @@ def test_eval_run_every_metric(tiny_run, evaluator, tmp_path):
     for s in src.audio + src.img:
         assert s and not Path(s).is_absolute() and (out / s).is_file(), s
     assert "plots/overfitting.png" in src.img and "plots/metrics.png" in src.img
-    assert "real recordings (ceiling)" in report.read_text()
+    html = report.read_text()
+    assert "real recordings (ceiling)" in html and "CER ps" in html and "pocketsphinx: " in html
 
 
 def test_select_best_records_choice(tiny_run, evaluator, tmp_path):
@@ -130,6 +133,9 @@ def test_select_best_records_choice(tiny_run, evaluator, tmp_path):
     assert [c["step"] for c in r["checkpoints"]] == [1, 2]  # 'all' by default, one entry per step
     sel = r["selection"]
     assert sel["selected"] in {"step=1.ckpt", "step=2.ckpt"} and sel["ranking"][0] == sel["selected"]
+    assert [v["verdict"] for v in sel["verdicts"]][0] == "selected" and len(sel["verdicts"]) == 2
+    assert "Whisper CER" in sel["rule"]
+    assert "why" in (run / "eval" / "report.html").read_text()
     assert (run / "selected_checkpoint.txt").read_text().strip() == sel["selected"]
     assert find_checkpoint(run, "best") == run / "checkpoints" / sel["selected"]
     assert json.loads((run / "eval" / "eval.json").read_text())["selection"]["selected"] == sel["selected"]
@@ -193,24 +199,6 @@ def test_overfitting_analysis_finds_where_the_gap_opens():
     flat = [dict(r, **({"train/loss": 9.0} if "train/loss" in r and r["step"] > 40 else {})) for r in rows]
     assert overfitting_analysis(flat)["gap_opens_step"] is None
     assert overfitting_analysis([])["min_val_step"] is None
-
-
-def test_select_checkpoint_rule():
-    def ck(name, step, cer, mcd, cer_values=()):
-        return {"name": name, "step": step, "cer": cer, "mcd_db": mcd, "cer_values": list(cer_values)}
-
-    # CER within tolerance of the best: the lower MCD wins
-    s = select_checkpoint([ck("a", 100, 0.20, 7.0), ck("b", 200, 0.21, 6.0), ck("c", 300, 0.40, 5.0)], 0.02)
-    assert s["selected"] == "b" and s["ranking"] == ["b", "a", "c"] and s["within_tolerance"] == ["a", "b"]
-    # outside the tolerance CER decides, however good the MCD
-    assert select_checkpoint([ck("a", 100, 0.20, 7.0), ck("b", 200, 0.30, 4.0)], 0.02)["selected"] == "a"
-    # noisy CERs widen the tolerance to one standard error
-    s = select_checkpoint([ck("a", 100, 0.20, 7.0, [0.0, 0.4, 0.0, 0.4]), ck("b", 200, 0.30, 4.0)], 0.02)
-    assert s["tolerance"] == pytest.approx(0.1155, abs=1e-3) and s["selected"] == "b"
-    # full tie: the later step
-    assert select_checkpoint([ck("a", 100, 0.2, 6.0), ck("b", 200, 0.2, 6.0)])["selected"] == "b"
-    # no CER anywhere: MCD alone
-    assert select_checkpoint([ck("a", 100, None, 6.0), ck("b", 200, None, 5.0)])["selected"] == "b"
 
 
 def test_read_texts(tmp_path):
