@@ -7,6 +7,11 @@ recording of the same text), loads each model once through an Evaluator, runs ev
 metric once on a warm-up utterance (first calls compile/allocate; reported as
 ``warmup_s``), then times the N utterances. Figures are seconds per utterance, and
 ``rtf`` is seconds per second of audio.
+
+ASR: pocketsphinx, and Whisper tiny.en (faster-whisper, int8) on one and on two CTranslate2
+threads, with beam 5 (eval's default) and greedy (training's quality tracking); each Whisper
+configuration is loaded separately and its load time reported. ``cer_*`` are the mean CERs of
+the flite rms sentences (the same audio for every recognizer).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import torch
 from voicetrain.audio.features import f0_yin
 from voicetrain.config import AudioConfig
 from voicetrain.evaluation import metrics
-from voicetrain.evaluation.models import Dnsmos, Evaluator
+from voicetrain.evaluation.models import Dnsmos, Evaluator, WhisperASR
 
 
 def _harvard(n: int) -> list[str]:
@@ -56,10 +61,16 @@ def main() -> None:
 
     ev = Evaluator()
     # Touch each model once so load times are measured apart from the per-utterance cost.
-    ev.asr, ev.speaker_encoder, ev.dnsmos  # noqa: B018
+    ev.pocketsphinx, ev.speaker_encoder, ev.dnsmos  # noqa: B018
     t = time.perf_counter()
     dnsmos_1thread = Dnsmos(threads=1)
     load_dnsmos_1 = time.perf_counter() - t
+    whisper, whisper_load = {}, {}
+    for threads in (1, 2):
+        for beam in (5, 1):
+            t = time.perf_counter()
+            whisper[(threads, beam)] = WhisperASR(threads=threads, beam_size=beam)
+            whisper_load[f"asr_whisper_{threads}thread_beam{beam}"] = round(time.perf_counter() - t, 3)
 
     def mcd_dtw(a, r):
         ca = metrics.mel_cepstrum(a[0], a[1], cfg)[1:]
@@ -72,8 +83,12 @@ def main() -> None:
         f0_yin(resample(a[0], a[1], cfg.sample_rate), cfg)
         f0_yin(resample(r[0], r[1], cfg.sample_rate), cfg)
 
+    def whisper_job(threads, beam):
+        return lambda text, a, r: metrics.error_rates(text, whisper[(threads, beam)].transcribe(*a))
+
     jobs = {
-        "asr": lambda text, a, r: metrics.error_rates(text, ev.asr.transcribe(*a)),
+        "asr_pocketsphinx": lambda text, a, r: metrics.error_rates(text, ev.pocketsphinx.transcribe(*a)),
+        **{f"asr_whisper_{t}thread_beam{b}": whisper_job(t, b) for t in (1, 2) for b in (5, 1)},
         "speaker_embedding": lambda text, a, r: ev.speaker_encoder.embed(*a),
         "dnsmos": lambda text, a, r: ev.dnsmos.score(*a),
         "dnsmos_1thread": lambda text, a, r: dnsmos_1thread.score(*a),
@@ -84,7 +99,8 @@ def main() -> None:
     warm, measured = utts[0], utts[1:]
     audio_s = float(np.mean([len(a[0]) / a[1] for _, a, _ in measured]))
     out: dict = {"bench": "eval", "n_utterances": len(measured), "mean_audio_s": round(audio_s, 3),
-                 "load_s": {k: round(v, 3) for k, v in ev.load_seconds.items()} | {"dnsmos_1thread": round(load_dnsmos_1, 3)},
+                 "load_s": {k: round(v, 3) for k, v in ev.load_seconds.items()} | {"dnsmos_1thread": round(load_dnsmos_1, 3)}
+                 | whisper_load,
                  "warmup_s": {}, "s_per_utt": {}, "rtf": {}}
     for name, fn in jobs.items():
         t = time.perf_counter()
@@ -95,8 +111,8 @@ def main() -> None:
         per = (time.perf_counter() - t) / len(measured)
         out["s_per_utt"][name] = round(per, 4)
         out["rtf"][name] = round(metrics.real_time_factor(per, audio_s), 4)
-        if name == "asr":
-            out["mean_cer_flite_rms_harvard"] = round(float(np.mean([r.cer for r in results])), 4)
+        if name.startswith("asr_"):
+            out.setdefault("cer_flite_rms_harvard", {})[name] = round(float(np.mean([r.cer for r in results])), 4)
     out["torch_threads"] = torch.get_num_threads()
     out["torch_threads_restored"] = torch.get_num_threads() == threads_before
     out["onnx_threads"] = ev.onnx_threads

@@ -124,7 +124,12 @@ def train_cmd(
     devices: Optional[str] = typer.Option(None, "--devices", help="Lightning devices, e.g. auto, 1, 4."),
     num_nodes: Optional[int] = typer.Option(None, "--num-nodes", help="Machines for multi-node DDP."),
     overfit: Optional[int] = typer.Option(None, "--overfit", help="Train on N utterances to prove the pipeline can memorize."),
-    early_stop: Optional[int] = typer.Option(None, "--early-stop", help="Stop after N validations without improvement."),
+    early_stop: Optional[int] = typer.Option(None, "--early-stop", help="Stop after N validations in a row whose "
+                                             "quality is worse than the best beyond noise (without quality "
+                                             "tracking: N validations without a lower validation loss)."),
+    quality_sentences: Optional[int] = typer.Option(
+        None, "--quality-sentences", help="Validation sentences spoken and scored (Whisper CER, speaker "
+        "similarity) at every validation to keep the best-sounding checkpoints (default 8; 0 = off)."),
     threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads (default: all cores)."),
     seed: Optional[int] = typer.Option(None, "--seed"),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue from RUN/checkpoints/last.ckpt if present."),
@@ -150,7 +155,8 @@ def train_cmd(
         tr = {k: v for k, v in {"batch_size": batch_size, "max_steps": max_steps, "max_minutes": max_minutes,
                                  "accumulate": accumulate, "precision": precision, "devices": devices,
                                  "num_nodes": num_nodes, "overfit": overfit, "early_stopping_patience": early_stop,
-                                 "threads": threads, "seed": seed}.items() if v is not None}
+                                 "threads": threads, "seed": seed,
+                                 "quality_sentences": quality_sentences}.items() if v is not None}
         opt = {"lr": lr} if lr is not None else {}
         if max_minutes is not None and max_steps is None and not config:
             tr["max_steps"] = 10_000_000  # the time cap decides
@@ -163,7 +169,14 @@ def train_cmd(
         return
     typer.echo(f"{out}: {result.steps} steps in {result.wall_seconds/60:.1f} min ({result.samples_per_second:.1f} samples/s, "
                f"peak RSS {result.peak_rss_mb:.0f} MB); val loss {result.final_val_loss}; stopped: {result.stopped_because}")
-    typer.echo(f"best checkpoint: {result.best_checkpoint}\nloss plot: {out / 'loss.png'}  TensorBoard: tensorboard --logdir {out / 'tb'}")
+    from voicetrain.inference.checkpoint import choose_checkpoint
+
+    try:
+        choice = choose_checkpoint(out, "best")
+        typer.echo(f"voice: {choice.path.name} ({choice.reason}); lowest validation loss: {result.best_checkpoint}")
+    except FileNotFoundError as e:  # a run stopped before its first checkpoint
+        typer.echo(str(e))
+    typer.echo(f"loss plot: {out / 'loss.png'}  TensorBoard: tensorboard --logdir {out / 'tb'}")
 
 
 @app.command("finetune")

@@ -20,9 +20,10 @@ bootstrap interval of its per-sentence quality minus the best validation's lies 
 with early stopping on, ``patience`` in a row stop the run. A rising validation loss while quality
 holds or improves is reported as what it is.
 
-Scoring runs on the training thread, between steps: measured on this 2-core machine it costs
-less than a background thread contending with training for the same cores (bench/selection.py
-measures the overhead with tracking on and off).
+Scoring runs on the training thread, between steps, on few sentences (8 by default), rather than
+in a background thread on a copy of the weights: on a 2-core machine such a thread would take a
+core training uses. The background variant was not built or measured; bench/selection.py measures
+this one's overhead with tracking on and off.
 """
 
 from __future__ import annotations
