@@ -40,10 +40,17 @@ def test_voice_specs_and_presets():
     v = parse_voice("espeak:en-us+f2:p60:s150")
     assert (v.engine, v.voice, v.pitch, v.speed, v.name) == ("espeak", "en-us+f2", 60, 150, "espeak_en-us_f2_p60_s150")
     assert parse_voice("flite:rms").command("Hi.", "o.wav")[0][:3] == ["flite", "-voice", "rms"]
-    for bad in ("rms", "festival:kal", "espeak:en:x9", "flite:rms:p50"):
+    for bad in ("rms", "festival:", "espeak:en:x9", "flite:rms:p50", "festival:kal_diphone:s120", "flite:rms@x",
+                "flite:rms@+0", "flite:rms@+5000"):
         with pytest.raises(DemoError):
             parse_voice(bad)
-    assert all(HELD_OUT not in specs for specs in PRESETS.values())
+    # every slt voice stays out of every preset, shifted copies included
+    assert not [s for specs in PRESETS.values() for s in specs if "slt" in s]
+    shifted = parse_voice("festival:ked_diphone@-300")
+    assert (shifted.shift_cents, shifted.spec) == (-300, "festival:ked_diphone@-300")
+    assert shifted.name != parse_voice("festival:ked_diphone").name
+    assert parse_voice("festival:kal_diphone").command("Hi.", "o.wav") == (
+        ["text2wave", "-eval", "(voice_kal_diphone)", "-o", "o.wav"], "Hi.")
     assert [v.spec for v in expand_voices(["flite:rms,flite:slt"])] == ["flite:rms", HELD_OUT]
     assert len(expand_voices(["multi"])) >= 8
 
@@ -54,3 +61,33 @@ def test_prompt_choice_is_deterministic_by_seed():
     v = parse_voice("flite:rms")
     assert choose_prompts(prompts, 20, 0, v) == choose_prompts(prompts, 20, 0, v)
     assert choose_prompts(prompts, 20, 0, v) != choose_prompts(prompts, 20, 1, v)
+
+
+def test_festival_voice_and_a_pitch_shifted_copy(tmp_path):
+    """A festival voice speaks, and its sox-shifted copy is a different speaker with a higher F0."""
+    import numpy as np
+
+    from voicetrain.audio.features import f0_yin
+    from voicetrain.audio.io import resample
+    from voicetrain.config import AudioConfig
+
+    out = tmp_path / "fest"
+    r = make_demo_corpus(out, ["festival:kal_diphone,festival:kal_diphone@+700"], utterances=2, seed=0)
+    assert r.layout == "vctk" and len(r.speakers) == 2
+    c = read_corpus(out)
+    assert len(c.items) == 4 and not any(it.issues for it in c.items)
+
+    def median_f0(speaker):
+        cfg = AudioConfig()
+        vals = []
+        for it in c.items:
+            if it.speaker == speaker:
+                x, sr = sf.read(str(it.audio), dtype="float32")
+                f0 = f0_yin(resample(x, sr, cfg.sample_rate), cfg)
+                vals += list(f0[f0 > 0])
+        return float(np.median(vals))
+
+    base, up = median_f0(r.speakers[0]), median_f0(r.speakers[1])
+    if "shiftup" in r.speakers[0]:
+        base, up = up, base
+    assert up > base * 1.3  # +700 cents is x1.5 in F0

@@ -1,14 +1,18 @@
-"""``voicetrain demo-data``: a synthetic corpus spoken by espeak-ng and flite from the CMU ARCTIC prompts.
+"""``voicetrain demo-data``: a synthetic corpus spoken by espeak-ng, flite and festival from the CMU ARCTIC prompts.
 
 One voice gives an LJSpeech folder (metadata.csv ``id|text|text`` + wavs/); several
 voices give a VCTK-like folder (OUT/SPEAKER/ID.wav + ID.txt). Audio is written at
 each engine's own rate (flite 16 kHz, espeak-ng 22.05 kHz): resampling is
 ``prepare``'s job, exactly as with real recordings.
 
-Voice specs: ``flite:NAME`` (rms, awb, kal16, slt, ...) and
-``espeak:VOICE[:pPITCH][:sSPEED]`` (e.g. ``espeak:en-us+f2:p60:s150``), or a
-preset name (``single``, ``multi``). flite ``slt`` is never in a preset: it is
-the held-out voice of the fine-tuning benchmarks; name it explicitly to use it.
+Voice specs: ``flite:NAME`` (rms, awb, kal16, slt, ...),
+``espeak:VOICE[:pPITCH][:sSPEED]`` (e.g. ``espeak:en-us+f2:p60:s150``) and
+``festival:NAME`` (a festival voice, e.g. ``festival:kal_diphone``; ``text2wave``
+speaks it), each optionally followed by ``@CENTS``: the same voice shifted by sox
+``pitch`` (which moves F0 and formants together), a new speaker (e.g.
+``flite:rms@+500``). Or a preset name (``single``, ``multi``, ``universal``).
+Every slt voice is kept out of every preset: slt is the held-out voice of the
+benchmarks; name it explicitly to use it.
 """
 
 from __future__ import annotations
@@ -42,6 +46,20 @@ PRESETS: dict[str, tuple[str, ...]] = {
         "flite:kal16",
         "flite:rms",
     ),
+    # The universal vocoder's corpus: every distinct voice this machine's synthesizers give. A vocoder does
+    # not care about language, so the non-English festival voices bring the female timbres English lacks
+    # here (lp, suo_fi_lj, czech_dita, upc_ca_ona); sox pitch-shifted copies widen the F0 and formant range.
+    "universal": (
+        "espeak:en-us+m3:p50:s160", "espeak:en-us+f2:p60:s150", "espeak:en-us+m1:p35:s170",
+        "espeak:en-us+f4:p75:s140", "espeak:en+klatt:p45:s155", "espeak:en-us+klatt2:p55:s165",
+        "espeak:en-us+f1:p70:s150", "espeak:en-gb+f3:p80:s145",
+        "flite:awb", "flite:kal16", "flite:rms",
+        "festival:kal_diphone", "festival:ked_diphone",
+        "festival:lp_diphone", "festival:pc_diphone", "festival:suo_fi_lj_diphone", "festival:hy_fi_mv_diphone",
+        "festival:czech_dita", "festival:upc_ca_ona_hts",
+        "flite:rms@+500", "flite:awb@+600", "flite:kal16@+400", "festival:ked_diphone@+500",
+        "festival:lp_diphone@-300", "festival:upc_ca_ona_hts@+300", "festival:czech_dita@-250",
+    ),
 }
 HELD_OUT = "flite:slt"
 MARKER = ".voicetrain-demo.json"
@@ -54,10 +72,12 @@ class DemoError(RuntimeError):
 @dataclass(frozen=True)
 class VoiceSpec:
     engine: str
-    """'flite' or 'espeak'."""
+    """'flite', 'espeak' or 'festival'."""
     voice: str
     pitch: int | None = None
     speed: int | None = None
+    shift_cents: int | None = None
+    """sox ``pitch`` shift applied after synthesis (F0 and formants move together): a new speaker."""
 
     @property
     def name(self) -> str:
@@ -67,17 +87,23 @@ class VoiceSpec:
             parts.append(f"p{self.pitch}")
         if self.speed is not None:
             parts.append(f"s{self.speed}")
+        if self.shift_cents is not None:
+            parts.append(f"shift{'up' if self.shift_cents > 0 else 'down'}{abs(self.shift_cents)}")
         return safe_name("_".join(parts))
 
     @property
     def spec(self) -> str:
         extra = (f":p{self.pitch}" if self.pitch is not None else "") + (f":s{self.speed}" if self.speed is not None else "")
-        return f"{self.engine}:{self.voice}{extra}"
+        shift = f"@{self.shift_cents:+d}" if self.shift_cents is not None else ""
+        return f"{self.engine}:{self.voice}{extra}{shift}"
 
     def command(self, text: str, out: str) -> tuple[list[str], str | None]:
         """(argv, stdin) that writes ``text`` spoken to wav ``out``."""
         if self.engine == "flite":
             return ["flite", "-voice", self.voice, "-t", text, "-o", out], None
+        if self.engine == "festival":
+            # text on stdin, as for espeak-ng; the voice is selected by its festival function
+            return ["text2wave", "-eval", f"(voice_{self.voice})", "-o", out], text
         argv = ["espeak-ng", "-v", self.voice, "-w", out]
         if self.pitch is not None:
             argv += ["-p", str(self.pitch)]
@@ -88,11 +114,21 @@ class VoiceSpec:
 
 
 def parse_voice(spec: str) -> VoiceSpec:
-    parts = spec.strip().split(":")
-    engine = {"flite": "flite", "espeak": "espeak", "espeak-ng": "espeak"}.get(parts[0])
+    base, at, shift_text = spec.strip().partition("@")
+    shift = None
+    if at:
+        try:
+            shift = int(shift_text)
+        except ValueError:
+            raise DemoError(f"bad pitch shift {shift_text!r} in voice spec {spec!r}; use @CENTS, e.g. flite:rms@+500") from None
+        if not shift or abs(shift) > 1200:
+            raise DemoError(f"pitch shift {shift} in voice spec {spec!r}: use a non-zero shift within ±1200 cents")
+    parts = base.split(":")
+    engine = {"flite": "flite", "espeak": "espeak", "espeak-ng": "espeak", "festival": "festival"}.get(parts[0])
     if engine is None or len(parts) < 2 or not parts[1]:
-        raise DemoError(f"bad voice spec {spec!r}; use flite:NAME (e.g. flite:rms) or "
-                        f"espeak:VOICE[:pPITCH][:sSPEED] (e.g. espeak:en-us+f2:p60:s150), or a preset: {', '.join(PRESETS)}")
+        raise DemoError(f"bad voice spec {spec!r}; use flite:NAME (e.g. flite:rms), "
+                        f"espeak:VOICE[:pPITCH][:sSPEED] (e.g. espeak:en-us+f2:p60:s150) or festival:NAME "
+                        f"(e.g. festival:kal_diphone), each optionally @CENTS, or a preset: {', '.join(PRESETS)}")
     pitch = speed = None
     for p in parts[2:]:
         try:
@@ -105,9 +141,10 @@ def parse_voice(spec: str) -> VoiceSpec:
         except ValueError:
             pass
         raise DemoError(f"bad option {p!r} in voice spec {spec!r}; use pNN for pitch (0-99) or sNNN for speed (words/min)")
-    if engine == "flite" and (pitch is not None or speed is not None):
-        raise DemoError(f"voice spec {spec!r}: pitch/speed options are for espeak voices only")
-    return VoiceSpec(engine, parts[1], pitch, speed)
+    if engine != "espeak" and (pitch is not None or speed is not None):
+        raise DemoError(f"voice spec {spec!r}: pitch/speed options are for espeak voices only (shift any voice "
+                        "with @CENTS)")
+    return VoiceSpec(engine, parts[1], pitch, speed, shift)
 
 
 def expand_voices(voices: list[str] | None) -> list[VoiceSpec]:
@@ -156,6 +193,23 @@ class DemoResult:
     n_synthesized: int
 
 
+def _shift_pitch(path: str, cents: int) -> None:
+    """Shift ``path`` in place by ``cents`` with sox ``pitch`` (-R: no random dither, reproducible)."""
+    shifted = path + ".shift.wav"
+    try:
+        try:
+            proc = subprocess.run(["sox", "-R", path, shifted, "pitch", str(cents)], capture_output=True, text=True,
+                                  timeout=120)
+        except FileNotFoundError:
+            raise DemoError("sox is not installed; install it with `apt-get install sox`") from None
+        if proc.returncode != 0:
+            raise DemoError(f"sox pitch {cents} failed on {path}: {proc.stderr.strip()[:200]}")
+        os.replace(shifted, path)
+    finally:
+        if os.path.exists(shifted):
+            os.unlink(shifted)
+
+
 def _synthesize(voice: VoiceSpec, text: str, out: Path) -> None:
     """Write ``out`` atomically: a killed run leaves no half-written wav that a re-run would keep."""
     if out.exists() and out.stat().st_size > 44:
@@ -171,7 +225,9 @@ def _synthesize(voice: VoiceSpec, text: str, out: Path) -> None:
         if proc.returncode != 0 or os.path.getsize(tmp) <= 44:
             raise DemoError(f"{voice.spec}: {argv[0]} failed on {text[:40]!r} "
                             f"(exit {proc.returncode}: {proc.stderr.strip()[:200]}); check the voice name "
-                            f"(`flite -lv`, `espeak-ng --voices`)")
+                            f"(`flite -lv`, `espeak-ng --voices`, festival: ls /usr/share/festival/voices/*)")
+        if voice.shift_cents is not None:
+            _shift_pitch(tmp, voice.shift_cents)
         os.replace(tmp, out)
     finally:
         if os.path.exists(tmp):
