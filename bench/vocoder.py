@@ -3,22 +3,24 @@
     .venv/bin/python bench/vocoder.py [--minutes 90] [--marks 30,45,60,75] [--utterances 100]
     .venv/bin/python bench/vocoder.py --vocoder VOCODER_RUN         # evaluate an existing run, no training
 
-1. Corpus: the multi-speaker demo preset (`voicetrain demo-data --voices multi`: 9 espeak-ng and
-   flite voices, --utterances ARCTIC prompts each), prepared as usual. flite ``slt`` is never in
-   that preset: it is the held-out voice.
+1. Corpus: a demo-data preset (--corpus, default `universal`: 26 espeak-ng, flite and festival
+   voices and sox pitch-shifted copies, --utterances ARCTIC prompts each), prepared as usual. No
+   slt voice is in any preset: flite slt is the held-out voice.
 2. Training (unless --vocoder): `train-vocoder` under a wall-clock cap, with snapshot
    checkpoints at --marks minutes (threads chosen by measurement, as in `train-vocoder`).
 3. Held-out: --held-out utterances of flite slt, prepared the same way. For each, the real
    recording, Griffin-Lim (32 iterations) and the neural vocoder resynthesize from the
-   *real* cached mel; scored with the project's Evaluator: pocketsphinx CER and DNSMOS OVRL, and
-   MCD-DTW against the recording. Every snapshot and the final checkpoint are scored (the curve), with
-   the paired CER difference to Griffin-Lim and its 95% bootstrap interval; checkpoints of a run trained
+   *real* cached mel; scored with the project's Evaluator: Whisper tiny.en CER (the judge) with
+   pocketsphinx CER beside it, speaker similarity to the centroid of the real held-out recordings,
+   DNSMOS OVRL, and MCD-DTW against the recording. Every snapshot and the final checkpoint are scored
+   (the curve), with paired differences to Griffin-Lim and their 95% bootstrap intervals; checkpoints of a run trained
    with a weight average are scored twice: the averaged generator (what synthesis uses) and the live one.
 4. Speed: one-thread RTF (seconds of compute per second of audio) of both vocoders in the same
    process over the same held-out mels, best of --timing-repeats passes after a warm-up.
 
-Targets (issue 7): RTF <= 0.01; CER no worse than Griffin-Lim's; DNSMOS above Griffin-Lim's
-and within 0.3 of the real recordings'. Corpus, datasets and the run live under --work
+Targets (issue 15): the paired Whisper CER difference to Griffin-Lim has a 95% upper bound <= +0.005;
+DNSMOS >= 2.9 and >= Griffin-Lim's + 0.8; speaker similarity >= Griffin-Lim's; one-thread RTF <= 0.01.
+``--vocoder builtin`` scores the vocoder shipped in the package. Corpus, datasets and the run live under --work
 (default /tmp/voicetrain-bench-vocoder); the run folder is recreated unless --vocoder is given.
 """
 
@@ -92,37 +94,55 @@ def one_thread_rtf(vocoder, items, repeats: int) -> float:
         torch.set_num_threads(before)
 
 
-def score(ev, items, wavs, sr: int, against_real: bool = True, cer_against: list[float] | None = None) -> dict:
-    """Mean CER, DNSMOS OVRL and (``against_real``) MCD-DTW against the real recording of ``wavs``.
+def score(ev, items, wavs, sr: int, centroid, against_real: bool = True, against: dict | None = None) -> dict:
+    """Means of Whisper CER (the judge), pocketsphinx CER (beside it), speaker similarity to the held-out
+    voice's centroid, DNSMOS OVRL and (``against_real``) MCD-DTW against the real recording.
 
-    ``per_utterance_cer`` is kept for paired comparisons; with ``cer_against`` (another system's
-    per-utterance CERs on the same items) the paired mean difference and its 95% bootstrap interval
-    are added: on a few dozen utterances that says whether a CER gap is more than noise.
+    Per-utterance values are kept for paired comparisons; with ``against`` (another system's result on
+    the same items) the paired mean differences of Whisper CER, pocketsphinx CER, similarity and DNSMOS
+    are added with their 95% bootstrap intervals: on a few dozen utterances that says whether a gap is
+    more than noise.
     """
-    from voicetrain.evaluation.metrics import error_rates, reference_distance
+    from voicetrain.evaluation.metrics import cosine_similarity, error_rates, reference_distance
 
-    cer, dnsmos, mcd = [], [], []
+    per = {"cer_whisper": [], "cer_pocketsphinx": [], "speaker_similarity": [], "dnsmos_ovrl": []}
+    mcd = []
     for (uid, text, real, real_sr, _), wav in zip(items, wavs):
-        cer.append(error_rates(text, ev.pocketsphinx.transcribe(wav, sr)).cer)
-        dnsmos.append(ev.dnsmos.score(wav, sr).ovrl)
+        per["cer_whisper"].append(error_rates(text, ev.whisper.transcribe(wav, sr)).cer)
+        per["cer_pocketsphinx"].append(error_rates(text, ev.pocketsphinx.transcribe(wav, sr)).cer)
+        per["speaker_similarity"].append(cosine_similarity(ev.speaker_encoder.embed(wav, sr), centroid))
+        per["dnsmos_ovrl"].append(ev.dnsmos.score(wav, sr).ovrl)
         if against_real:
             mcd.append(reference_distance(wav, sr, real, real_sr).mcd_db)
-    out = {"cer": round(float(np.mean(cer)), 4), "dnsmos_ovrl": round(float(np.nanmean(dnsmos)), 3)}
+    out = {k: round(float(np.nanmean(v)), 4) for k, v in per.items()}
     if against_real:
         out["mcd_db"] = round(float(np.nanmean(mcd)), 3)
-    if cer_against is not None:
-        out["cer_minus_griffin_lim"] = paired_difference(cer, cer_against)
-    out["per_utterance_cer"] = [round(float(c), 4) for c in cer]
+    if against is not None:
+        out["minus_griffin_lim"] = {k: paired_difference(per[k], against["per_utterance"][k]) for k in per}
+    out["per_utterance"] = {k: [round(float(x), 4) for x in v] for k, v in per.items()}
     return out
 
 
 def paired_difference(a: list[float], b: list[float], resamples: int = 10_000, seed: int = 0) -> dict:
     """Mean of a - b over paired items with a 95% percentile-bootstrap interval (fixed seed: reproducible)."""
     d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    d = d[np.isfinite(d)]
     rng = np.random.default_rng(seed)
     means = d[rng.integers(0, len(d), size=(resamples, len(d)))].mean(axis=1)
     lo, hi = np.percentile(means, [2.5, 97.5])
     return {"mean": round(float(d.mean()), 4), "ci95": [round(float(lo), 4), round(float(hi), 4)]}
+
+
+def targets(neural: dict, gl: dict, rtf: float) -> dict:
+    """The shipped-vocoder bar (issue 15), each target on its own."""
+    d = neural["minus_griffin_lim"]
+    return {
+        "whisper_cer_no_worse_than_gl (CI upper <= +0.005)": d["cer_whisper"]["ci95"][1] <= 0.005,
+        "dnsmos_ge_2.9": neural["dnsmos_ovrl"] >= 2.9,
+        "dnsmos_ge_gl_plus_0.8": neural["dnsmos_ovrl"] >= gl["dnsmos_ovrl"] + 0.8,
+        "speaker_similarity_ge_gl": neural["speaker_similarity"] >= gl["speaker_similarity"],
+        "rtf_le_0.01": rtf <= 0.01,
+    }
 
 
 def live_weights(loaded):
@@ -147,6 +167,7 @@ def main(argv=None) -> None:
     ap.add_argument("--max-steps", type=int, default=None, help="Step cap (smoke runs).")
     ap.add_argument("--vocoder", default=None, help="Evaluate this vocoder run instead of training one.")
     ap.add_argument("--utterances", type=int, default=100, help="ARCTIC prompts per training voice.")
+    ap.add_argument("--corpus", default="universal", help="demo-data preset the vocoder trains on.")
     ap.add_argument("--held-out", type=int, default=40,
                     help="Held-out utterances of flite slt (40, ~100 s: a paired CER gap of ~0.02 is resolvable).")
     ap.add_argument("--score-live", action=argparse.BooleanOptionalAction, default=True,
@@ -161,14 +182,15 @@ def main(argv=None) -> None:
 
     from voicetrain.data.demo import HELD_OUT
     from voicetrain.evaluation.models import Evaluator
-    from voicetrain.inference.vocoder import load_vocoder_checkpoint
+    from voicetrain.inference.vocoder import BUILTIN, load_builtin_vocoder, load_vocoder_checkpoint
     from voicetrain.training.train import peak_rss_mb
     from voicetrain.vocoders import GriffinLim
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     t_data = time.time()
-    train_ds = ensure_dataset(work, ["multi"], args.utterances, 0, "multi", args.workers)
+    train_ds = ensure_dataset(work, [args.corpus], args.utterances, 0, args.corpus, args.workers) \
+        if not args.vocoder else None
     held_ds = ensure_dataset(work, [HELD_OUT], args.held_out, 1, "slt", args.workers)
     data_s = time.time() - t_data
     load_before = os.getloadavg()[0]
@@ -202,29 +224,31 @@ def main(argv=None) -> None:
                       "stopped_because": r.stopped_because}
 
     audio_cfg, items = held_out_items(held_ds, args.held_out)
-    final = load_vocoder_checkpoint(run, "last")
+    final = load_builtin_vocoder() if str(run) == BUILTIN else load_vocoder_checkpoint(run, "last")
     gl = GriffinLim(audio_cfg, n_iter=32)
     sr = audio_cfg.sample_rate
     rtf = {"neural": round(one_thread_rtf(final.vocoder, items, args.timing_repeats), 5),
            "griffin_lim": round(one_thread_rtf(gl, items, args.timing_repeats), 5)}
 
-    ev = Evaluator()
-    real = score(ev, items, [wav for _, _, wav, _, _ in items], sr, against_real=False)
-    gl_scores = score(ev, items, vocode_all(gl, items), sr)
-    gl_cer = gl_scores["per_utterance_cer"]
+    from voicetrain.evaluation.metrics import mean_embedding
+
+    ev = Evaluator(asr="both", torch_threads=1)
+    centroid = mean_embedding([ev.speaker_encoder.embed(wav, s) for _, _, wav, s, _ in items])
+    real = score(ev, items, [wav for _, _, wav, _, _ in items], sr, centroid, against_real=False)
+    gl_scores = score(ev, items, vocode_all(gl, items), sr, centroid)
 
     def score_checkpoint(lv) -> dict:
-        out = score(ev, items, vocode_all(lv.vocoder, items), sr, cer_against=gl_cer)
-        live = live_weights(lv) if args.score_live else None
+        out = score(ev, items, vocode_all(lv.vocoder, items), sr, centroid, against=gl_scores)
+        live = live_weights(lv) if args.score_live and lv.path.suffix == ".ckpt" else None
         if live is not None:
-            out["live_weights"] = score(ev, items, vocode_all(live, items), sr, cer_against=gl_cer)
+            out["live_weights"] = score(ev, items, vocode_all(live, items), sr, centroid, against=gl_scores)
         return out
 
     neural = score_checkpoint(final)
     curve = []
-    snaps = sorted(run.glob("checkpoints/time=*min-step=*.ckpt"),
+    snaps = [] if str(run) == BUILTIN else sorted(run.glob("checkpoints/time=*min-step=*.ckpt"),
                    key=lambda p: float(p.name.split("=")[1].split("min")[0]))
-    for ck in snaps:
+    for ck in ([] if str(run) == BUILTIN else snaps):
         lv = load_vocoder_checkpoint(ck)
         curve.append({"minutes": float(ck.name.split("=")[1].split("min")[0]), "step": lv.step,
                       **score_checkpoint(lv)})
@@ -232,16 +256,11 @@ def main(argv=None) -> None:
     out = {
         "bench": "vocoder", "vocoder": final.name, "vocoder_run": str(run), "checkpoint": final.path.name,
         "step": final.step, "model_config": final.model_config, "train": train_info,
-        "train_corpus": f"demo-data --voices multi, {args.utterances} utterances per voice",
+        "train_corpus": None if args.vocoder else f"demo-data --voices {args.corpus}, {args.utterances} per voice",
         "held_out": f"{HELD_OUT}: {len(items)} utterances, {sum(len(w) / s for _, _, w, s, _ in items):.1f} s",
         "rtf_1thread": rtf,
         "real": real, "griffin_lim": gl_scores, "neural": neural, "curve": curve,
-        "targets": {
-            "rtf_le_0.01": rtf["neural"] <= 0.01,
-            "cer_no_worse_than_griffin_lim": neural["cer"] <= gl_scores["cer"],
-            "dnsmos_above_griffin_lim": neural["dnsmos_ovrl"] > gl_scores["dnsmos_ovrl"],
-            "dnsmos_within_0.3_of_real": neural["dnsmos_ovrl"] >= real["dnsmos_ovrl"] - 0.3,
-        },
+        "targets": targets(neural, gl_scores, rtf["neural"]),
         "data_prep_s": round(data_s, 1), "load_avg_before": round(load_before, 2),
         "load_avg_after": round(os.getloadavg()[0], 2),
         "machine": f"{os.cpu_count()} cpu {platform.processor() or platform.machine()}",

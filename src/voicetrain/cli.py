@@ -217,7 +217,8 @@ def train_vocoder_cmd(
     dataset: Path = typer.Argument(..., help="A prepared DATASET folder: its cached mels and wavs are the training data."),
     out: Path = typer.Option(..., "--out", help="VOCODER_RUN folder; an existing run with checkpoints is resumed."),
     init_from: Optional[Path] = typer.Option(None, "--from", help="Continue from another vocoder run (its last "
-                                             "checkpoint): e.g. the universal vocoder, fine-tuned to a new voice."),
+                                             "checkpoint) or 'builtin' (the shipped universal vocoder): e.g. to "
+                                             "fine-tune it to a new voice, or to train it further."),
     on_generated: Optional[Path] = typer.Option(
         None, "--on-generated", help="Acoustic RUN whose teacher-forced mels (aligner durations) replace the real "
         "ones as input: removes the metallic sound of a vocoder fed predicted mels."),
@@ -351,8 +352,9 @@ def compare_cmd(
     typer.echo(f"report: {out / 'compare.html'}  data: {out / 'compare.json'}")
 
 
-_VOCODER_HELP = ("'griffin-lim' or a vocoder RUN folder (from `voicetrain train-vocoder`) or checkpoint; "
-                 "default: the one the voice's run names (griffin-lim unless set).")
+_VOCODER_HELP = ("'griffin-lim', 'builtin' (the universal vocoder shipped with voicetrain) or a vocoder RUN folder "
+                 "(from `voicetrain train-vocoder`) or checkpoint; default: the one the voice's run names "
+                 "(griffin-lim unless set).")
 
 @app.command("synth")
 def synth_cmd(

@@ -176,7 +176,8 @@ def _export_vocoder(parts: BundleParts, out: Path) -> dict[str, Any] | str:
     import shutil
 
     from voicetrain.inference.vocoder import (
-        GRIFFIN_LIM, VOCODER_WEIGHTS, check_compatible, is_griffin_lim, load_vocoder_checkpoint, save_vocoder_files)
+        GRIFFIN_LIM, VOCODER_WEIGHTS, check_compatible, is_griffin_lim, load_named_vocoder, save_vocoder_files,
+        vocoder_exists)
 
     target = out / VOCODER_WEIGHTS
     entry: dict[str, Any] | None = None
@@ -185,8 +186,8 @@ def _export_vocoder(parts: BundleParts, out: Path) -> dict[str, Any] | str:
         shutil.copyfile(Path(parts.path) / bundled.get("weights", VOCODER_WEIGHTS), target)
         entry = dict(bundled, weights=VOCODER_WEIGHTS)
     elif not isinstance(bundled, str) and not is_griffin_lim(parts.run_cfg.vocoder):
-        if Path(parts.run_cfg.vocoder).exists():
-            voc = load_vocoder_checkpoint(parts.run_cfg.vocoder)
+        if vocoder_exists(parts.run_cfg.vocoder):
+            voc = load_named_vocoder(parts.run_cfg.vocoder)
             check_compatible(voc.audio, parts.run_cfg.audio, str(voc.path))
             entry = save_vocoder_files(voc, out)
         else:

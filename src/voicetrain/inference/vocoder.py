@@ -1,4 +1,5 @@
-"""Resolve a vocoder name to a ready Vocoder: ``"griffin-lim"``, a vocoder RUN folder or checkpoint, or bundle files.
+"""Resolve a vocoder name to a ready Vocoder: ``"griffin-lim"``, ``"builtin"`` (the universal vocoder shipped in
+``voicetrain/pretrained/vocoder``), a vocoder RUN folder or checkpoint, or bundle files.
 
 Never imports training code or Lightning. A vocoder checkpoint is a Lightning
 checkpoint whose ``voicetrain`` entry says ``kind: vocoder`` and carries the
@@ -25,7 +26,9 @@ from voicetrain.vocoders.griffin_lim import GriffinLim
 from voicetrain.vocoders.registry import VOCODERS, build_vocoder, vocoder_config
 
 GRIFFIN_LIM = "griffin-lim"
+BUILTIN = "builtin"
 VOCODER_WEIGHTS = "vocoder.safetensors"
+BUILTIN_JSON = "vocoder.json"
 MEL_FIELDS = ("sample_rate", "n_fft", "win_length", "hop_length", "n_mels", "f_min", "f_max")
 """The AudioConfig fields that define a mel frame; f0 limits do not matter to a vocoder."""
 
@@ -53,6 +56,77 @@ class LoadedVocoder:
 
 def is_griffin_lim(spec: str | os.PathLike | None) -> bool:
     return spec is None or str(spec).strip().lower() in ("", GRIFFIN_LIM, "griffinlim", "gl")
+
+
+def is_builtin(spec: str | os.PathLike | None) -> bool:
+    return spec is not None and str(spec).strip().lower() == BUILTIN
+
+
+def builtin_vocoder_dir() -> Path:
+    """The package folder of the shipped universal vocoder (fp16 safetensors + vocoder.json + model card)."""
+    return Path(__file__).resolve().parents[1] / "pretrained" / "vocoder"
+
+
+def load_builtin_vocoder() -> LoadedVocoder:
+    """The shipped universal vocoder, from the package: no network, no training."""
+    import json
+
+    folder = builtin_vocoder_dir()
+    info_path = folder / BUILTIN_JSON
+    if not info_path.is_file():
+        raise FileNotFoundError(f"{folder}: this voicetrain ships no built-in vocoder; use '{GRIFFIN_LIM}' or a "
+                                "vocoder run from `voicetrain train-vocoder`")
+    info = json.loads(info_path.read_text(encoding="utf-8"))
+    audio = from_dict(AudioConfig, info["audio"], where=f"{info_path}: audio")
+    vocoder = vocoder_from_files(folder, info, audio)
+    return LoadedVocoder(folder / VOCODER_WEIGHTS, vocoder, info["name"], dict(info["model_config"]), audio,
+                         int(info.get("source", {}).get("step", 0)))
+
+
+def load_named_vocoder(spec: str | os.PathLike) -> LoadedVocoder:
+    """A neural vocoder with its description: ``"builtin"`` or a vocoder RUN folder / checkpoint (its last)."""
+    return load_builtin_vocoder() if is_builtin(spec) else load_vocoder_checkpoint(spec)
+
+
+def vocoder_exists(spec: str | os.PathLike) -> bool:
+    """Whether a neural vocoder spec names something loadable here ('builtin' when the package ships one)."""
+    return (builtin_vocoder_dir() / BUILTIN_JSON).is_file() if is_builtin(spec) else Path(spec).exists()
+
+
+DISCRIMINATOR_WEIGHTS = "discriminators.safetensors"
+
+
+def write_pretrained_vocoder(loaded: LoadedVocoder, folder: str | os.PathLike, card_markdown: str,
+                             facts: dict[str, Any], discriminators: dict[str, Any] | None = None) -> Path:
+    """Ship ``loaded`` as FOLDER/vocoder.safetensors (fp16: half the bytes; the generator runs in float32
+    after loading), FOLDER/vocoder.json (how to build it, its AudioConfig and ``facts``) and FOLDER/README.md.
+
+    ``discriminators`` ({'mpd.…': tensor, 'mrd.…': tensor}, the source's live discriminators) go to
+    FOLDER/discriminators.safetensors so that ``train-vocoder --from builtin`` continues the GAN game."""
+    import json
+
+    import torch
+    from safetensors.torch import save_file
+
+    from voicetrain import __version__
+    from voicetrain.config import atomic_write_text
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to(torch.float16).contiguous().clone() for k, v in loaded.vocoder.state_dict().items()}
+    tmp = folder / (VOCODER_WEIGHTS + ".tmp")
+    save_file(state, str(tmp), metadata={"format": "pt", "dtype": "float16", "voicetrain_version": __version__})
+    os.replace(tmp, folder / VOCODER_WEIGHTS)
+    if discriminators:
+        dstate = {k: v.detach().to(torch.float16).contiguous().clone() for k, v in discriminators.items()}
+        save_file(dstate, str(tmp), metadata={"format": "pt", "dtype": "float16"})
+        os.replace(tmp, folder / DISCRIMINATOR_WEIGHTS)
+    info = loaded.describe()
+    info["source"] = {"checkpoint": Path(loaded.path).name, "step": loaded.step}
+    info["facts"] = facts
+    atomic_write_text(folder / BUILTIN_JSON, json.dumps(info, indent=1, ensure_ascii=False) + "\n")
+    atomic_write_text(folder / "README.md", card_markdown)
+    return folder
 
 
 def _build(name: str, model_config: dict[str, Any], audio: AudioConfig, where: str) -> Vocoder:
@@ -106,12 +180,17 @@ def check_compatible(vocoder_audio: AudioConfig, audio: AudioConfig, vocoder_des
 
 def load_vocoder(spec: str | os.PathLike | None, audio: AudioConfig, griffin_lim_iters: int = 32,
                  which: str = "last") -> Vocoder:
-    """``"griffin-lim"`` (or None) -> GriffinLim; a vocoder RUN folder or checkpoint -> its generator.
+    """``"griffin-lim"`` (or None) -> GriffinLim; ``"builtin"`` -> the shipped universal vocoder; a vocoder RUN
+    folder or checkpoint -> its generator.
 
     The vocoder must fit ``audio`` (the acoustic model's AudioConfig), else VocoderError.
     """
     if is_griffin_lim(spec):
         return GriffinLim(audio, n_iter=griffin_lim_iters)
+    if is_builtin(spec):
+        loaded = load_builtin_vocoder()
+        check_compatible(loaded.audio, audio, f"'{BUILTIN}' ({loaded.path})")
+        return loaded.vocoder
     p = Path(spec)
     if not p.exists():
         raise FileNotFoundError(f"vocoder {spec} does not exist; give a vocoder run folder from "
@@ -164,15 +243,18 @@ def vocoder_from_files(folder: str | os.PathLike, info: dict[str, Any] | str | N
 
 
 def vocoder_spec(spec: str | os.PathLike | None) -> str:
-    """Normalize a user's vocoder argument for storing in a RunConfig: 'griffin-lim' or an absolute path."""
+    """Normalize a user's vocoder argument for storing in a RunConfig: 'griffin-lim', 'builtin' or an absolute path."""
     if is_griffin_lim(spec):
         return GRIFFIN_LIM
+    if is_builtin(spec):
+        return BUILTIN
     p = Path(spec)
     if not p.exists():
         raise FileNotFoundError(f"vocoder {spec} does not exist; give a vocoder run folder or '{GRIFFIN_LIM}'")
     return str(p.resolve())
 
 
-__all__ = ["GRIFFIN_LIM", "VOCODER_WEIGHTS", "LoadedVocoder", "VocoderError", "check_compatible", "is_griffin_lim",
+__all__ = ["DISCRIMINATOR_WEIGHTS", "BUILTIN", "GRIFFIN_LIM", "VOCODER_WEIGHTS", "builtin_vocoder_dir", "is_builtin", "load_builtin_vocoder",
+           "load_named_vocoder", "vocoder_exists", "write_pretrained_vocoder", "LoadedVocoder", "VocoderError", "check_compatible", "is_griffin_lim",
            "load_vocoder", "load_vocoder_checkpoint", "save_vocoder_files", "vocoder_for_run", "vocoder_from_files",
            "vocoder_spec"]

@@ -46,7 +46,8 @@ def register_run(run: str | os.PathLike, name: str | None = None, checkpoint: st
     import dataclasses
 
     from voicetrain.inference.vocoder import (
-        GRIFFIN_LIM, check_compatible, is_griffin_lim, load_vocoder_checkpoint, save_vocoder_files)
+        BUILTIN, GRIFFIN_LIM, check_compatible, is_builtin, is_griffin_lim, load_named_vocoder, save_vocoder_files,
+        vocoder_exists)
 
     from safetensors.torch import save_file
 
@@ -65,13 +66,13 @@ def register_run(run: str | os.PathLike, name: str | None = None, checkpoint: st
     spec = loaded.run_cfg.vocoder if vocoder is None else str(vocoder)
     voc = None
     if not is_griffin_lim(spec):
-        if not Path(spec).exists():
+        if not vocoder_exists(spec):
             raise RegistryError(f"vocoder {spec} does not exist (named by "
                                 f"{'--vocoder' if vocoder is not None else ckpt_path}); pass --vocoder "
-                                f"VOCODER_RUN or --vocoder {GRIFFIN_LIM}")
-        voc = load_vocoder_checkpoint(spec)
+                                f"VOCODER_RUN, --vocoder {BUILTIN} or --vocoder {GRIFFIN_LIM}")
+        voc = load_named_vocoder(spec)
         check_compatible(voc.audio, loaded.run_cfg.audio, str(voc.path))
-        spec = str(Path(spec).resolve())
+        spec = BUILTIN if is_builtin(spec) else str(Path(spec).resolve())
     loaded.run_cfg = dataclasses.replace(loaded.run_cfg, vocoder=GRIFFIN_LIM if voc is None else spec)
     run_dir = run if run.is_dir() else (ckpt_path.parent.parent if ckpt_path.parent.name == "checkpoints" else None)
     hparams = model_config(loaded.run_cfg.model, loaded.run_cfg.preset, loaded.run_cfg.model_config)

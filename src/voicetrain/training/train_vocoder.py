@@ -254,9 +254,45 @@ def _final_checkpoint_callback(ckpt_dir: Path):
     return FinalCheckpoint()
 
 
+def _builtin_run_config() -> VocoderRunConfig:
+    import json
+
+    from voicetrain.inference.vocoder import BUILTIN_JSON, builtin_vocoder_dir
+
+    path = builtin_vocoder_dir() / BUILTIN_JSON
+    if not path.is_file():
+        raise FileNotFoundError(f"--from builtin: {path.parent} ships no built-in vocoder")
+    facts = json.loads(path.read_text(encoding="utf-8")).get("facts", {})
+    return from_dict(VocoderRunConfig, facts["vocoder_run_config"], where=f"{path}: facts.vocoder_run_config")
+
+
+def _warm_start_builtin(lit, cfg: VocoderRunConfig, console: Console) -> str:
+    """Load the shipped generator (and discriminators, when shipped) into ``lit``."""
+    from safetensors.torch import load_file
+
+    from voicetrain.inference.vocoder import BUILTIN, DISCRIMINATOR_WEIGHTS, VOCODER_WEIGHTS, builtin_vocoder_dir
+
+    folder = builtin_vocoder_dir()
+    check_compatible(_builtin_run_config().audio, cfg.audio, "--from builtin")
+    lit.generator.load_state_dict(load_file(str(folder / VOCODER_WEIGHTS)))
+    disc = folder / DISCRIMINATOR_WEIGHTS
+    if disc.is_file():
+        sd = load_file(str(disc))
+        for prefix, module in (("mpd.", lit.mpd), ("mrd.", lit.mrd)):
+            module.load_state_dict({k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)})
+    console.print(f"warm start from the built-in vocoder ({folder})"
+                  + ("" if disc.is_file() else "; its discriminators start fresh (none shipped)"))
+    return BUILTIN
+
+
 def _warm_start(lit, source: str | os.PathLike, cfg: VocoderRunConfig, console: Console) -> str:
     """Load generator and discriminator weights of another vocoder run (its last checkpoint: see
-    :func:`voicetrain.inference.vocoder.load_vocoder_checkpoint` for why not the lowest-L1 one)."""
+    :func:`voicetrain.inference.vocoder.load_vocoder_checkpoint` for why not the lowest-L1 one),
+    or of the built-in vocoder (``source='builtin'``)."""
+    from voicetrain.inference.vocoder import is_builtin
+
+    if is_builtin(source):
+        return _warm_start_builtin(lit, cfg, console)
     ckpt = find_checkpoint(source, "last")
     data = load_checkpoint_safe(ckpt)
     meta = data.get("voicetrain") or {}
@@ -308,7 +344,12 @@ def _train_vocoder(dataset_dir, run_dir, cfg: VocoderRunConfig, *, resume, init_
     if resume and resume != "auto" and not last.exists():
         raise FileNotFoundError(f"--resume given but {last} does not exist")
     ckpt_path = str(last) if resume and last.exists() else None
-    if init_from and not ckpt_path:
+    from voicetrain.inference.vocoder import is_builtin
+
+    if init_from and not ckpt_path and is_builtin(init_from):
+        old = _builtin_run_config()
+        cfg = dataclasses.replace(cfg, **{f: getattr(old, f) for f in _MODEL_FIELDS})
+    elif init_from and not ckpt_path:
         # a warm start continues the --from run's networks: its architecture is this run's
         src = load_checkpoint_safe(find_checkpoint(init_from, "last")).get("voicetrain") or {}
         if src.get("kind") == "vocoder":

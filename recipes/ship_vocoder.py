@@ -1,0 +1,107 @@
+"""Ship a vocoder run's last checkpoint as voicetrain's built-in vocoder (src/voicetrain/pretrained/vocoder/).
+
+    .venv/bin/python recipes/ship_vocoder.py VOCODER_RUN --bench BENCH.json [--out src/voicetrain/pretrained/vocoder]
+
+Writes fp16 safetensors of the averaged generator (what synthesis uses) and of the live
+discriminators (so `train-vocoder --from builtin` continues the GAN game), vocoder.json (how to
+build it, its AudioConfig, the full vocoder run config and the facts below) and README.md, the
+model card: data, steps, CPU time, and the figures of `bench/vocoder.py --vocoder VOCODER_RUN`,
+whose JSON line --bench names. Commit the result only when it beats the committed weights on that
+bench (BENCHMARKS.md keeps the history).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def card(facts: dict) -> str:
+    b = facts["bench"]
+    gl, nn, real = b["griffin_lim"], b["neural"], b["real"]
+    d = nn["minus_griffin_lim"]
+
+    def row(name, r):
+        return (f"| {name} | {r['cer_whisper']:.4f} | {r['cer_pocketsphinx']:.4f} | {r['speaker_similarity']:.4f} | "
+                f"{r['dnsmos_ovrl']:.3f} | {r.get('mcd_db', float('nan')):.3f} |")
+
+    met = "\n".join(f"- {k}: {'met' if v else 'NOT met'}" for k, v in b["targets"].items())
+    return f"""# voicetrain built-in vocoder (`--vocoder builtin`)
+
+Vocos generator ({facts['model_config']}), {facts['generator_parameters']} parameters, fp16 safetensors.
+Trained by voicetrain's own recipe (recipes/vocoder_cpu.md): `voicetrain train-vocoder` on
+`demo-data --voices {facts['corpus_preset']} --utterances {facts['utterances_per_voice']}`
+({facts['n_voices']} voices: espeak-ng variants, flite awb/kal16/rms, festival English and non-English voices,
+sox pitch-shifted copies; no slt voice), {facts['train_utterances']} training utterances.
+
+- Steps: {facts['steps']} generator updates ({facts['gan_start_step']} reconstruction-only, then GAN).
+- Compute: {facts['train_minutes']:.0f} minutes on {facts['machine']} (no GPU).
+- Source checkpoint: {facts['source_checkpoint']} (exponential moving average of the generator).
+
+## Held-out figures (`bench/vocoder.py`, {b['held_out']}, real mels, same run)
+
+| system | Whisper CER | pocketsphinx CER | speaker similarity | DNSMOS OVRL | MCD dB |
+|---|---|---|---|---|---|
+{row('real recordings', {**real, 'mcd_db': float('nan')})}
+{row('Griffin-Lim (32 iterations)', gl)}
+{row('this vocoder', nn)}
+
+Paired difference to Griffin-Lim, mean [95% bootstrap interval]: Whisper CER {d['cer_whisper']['mean']:+.4f}
+{d['cer_whisper']['ci95']}, speaker similarity {d['speaker_similarity']['mean']:+.4f} {d['speaker_similarity']['ci95']},
+DNSMOS {d['dnsmos_ovrl']['mean']:+.3f} {d['dnsmos_ovrl']['ci95']}. One-thread RTF {b['rtf_1thread']['neural']}
+(Griffin-Lim {b['rtf_1thread']['griffin_lim']}).
+
+The bar for becoming the default vocoder (issue 15):
+{met}
+
+Until every target is met, Griffin-Lim stays the default and this vocoder is opt-in (`--vocoder builtin`).
+Continue training it: `voicetrain train-vocoder DATASET --out RUN --from builtin --max-minutes N`.
+"""
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("run")
+    ap.add_argument("--bench", required=True, help="File with bench/vocoder.py's JSON line for this run.")
+    ap.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "src/voicetrain/pretrained/vocoder"))
+    ap.add_argument("--corpus-preset", default="universal")
+    ap.add_argument("--utterances-per-voice", type=int, default=100)
+    args = ap.parse_args(argv)
+
+    import platform
+
+    from voicetrain.data.demo import expand_voices
+    from voicetrain.data.manifest import PreparedDataset
+    from voicetrain.inference.checkpoint import find_checkpoint, load_checkpoint_safe
+    from voicetrain.inference.vocoder import load_vocoder_checkpoint, write_pretrained_vocoder
+
+    run = Path(args.run)
+    bench = json.loads(Path(args.bench).read_text().strip().splitlines()[-1])
+    loaded = load_vocoder_checkpoint(run, "last")
+    ckpt = load_checkpoint_safe(find_checkpoint(run, "last"))
+    live = ckpt.get("current_model_state") or ckpt["state_dict"]
+    disc = {k: v for k, v in live.items() if k.startswith(("mpd.", "mrd."))}
+    meta = ckpt["voicetrain"]
+    run_cfg = meta["vocoder_run_config"]
+    result = json.loads((run / "result.json").read_text()) if (run / "result.json").exists() else {}
+    ds = PreparedDataset.open(run_cfg["dataset"])
+    facts = {
+        "vocoder_run_config": run_cfg, "model_config": loaded.model_config,
+        "generator_parameters": sum(p.numel() for p in loaded.vocoder.parameters()),
+        "corpus_preset": args.corpus_preset, "utterances_per_voice": args.utterances_per_voice,
+        "n_voices": len(expand_voices([args.corpus_preset])), "train_utterances": len(ds.manifest("train")),
+        "steps": loaded.step, "gan_start_step": run_cfg["loss"]["gan_start_step"],
+        "train_minutes": (result.get("wall_seconds") or 0) / 60,
+        "machine": f"{__import__('os').cpu_count()} CPU cores ({platform.machine()})",
+        "source_checkpoint": f"{run.name}/checkpoints/{loaded.path.name}", "bench": bench,
+    }
+    folder = write_pretrained_vocoder(loaded, args.out, card(facts), facts, discriminators=disc)
+    size = sum(p.stat().st_size for p in folder.iterdir())
+    print(json.dumps({"out": str(folder), "bytes": size, "step": loaded.step}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
