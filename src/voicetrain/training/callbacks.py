@@ -101,6 +101,10 @@ class MetricsFile(L.Callback):
     def on_train_end(self, trainer, pl_module) -> None:
         self._write()
 
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        # every checkpoint has its rows on disk: a kill after it loses no row the checkpoint covers
+        self._write()
+
     def _write(self) -> None:
         from voicetrain.config import atomic_write_text
         import io

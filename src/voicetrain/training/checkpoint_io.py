@@ -43,6 +43,33 @@ def save_checkpoint_atomic(checkpoint: dict[str, Any], path: str | os.PathLike) 
         raise
 
 
+def remove_stale_temp_files(ckpt_dir: str | os.PathLike) -> list[Path]:
+    """Delete ``.NAME.XXXX.tmp`` files a killed save left in ``ckpt_dir``; return them.
+
+    Only one training process writes a run folder, so at the start of training every such file
+    is a leftover: the save it belonged to never reached its rename.
+    """
+    d = Path(ckpt_dir)
+    stale = sorted(d.glob(".*.tmp")) if d.is_dir() else []
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
+def newest_resumable(ckpt_dir: str | os.PathLike) -> Path | None:
+    """The checkpoint to resume from: last.ckpt, unless a kill between saving step=N.ckpt and last.ckpt
+    left a periodic checkpoint newer than it (then that one)."""
+    from voicetrain.inference.checkpoint import checkpoint_step
+
+    d = Path(ckpt_dir)
+    last = d / "last.ckpt"
+    if not last.exists():
+        return None
+    last_step = int(load_checkpoint_safe(last).get("global_step", 0))
+    newer = [p for p in d.glob("step=*.ckpt") if checkpoint_step(p) > last_step]
+    return max(newer, key=checkpoint_step) if newer else last
+
+
 class AtomicCheckpointIO(CheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any = None) -> None:
         save_checkpoint_atomic(checkpoint, path)

@@ -240,10 +240,14 @@ def _train(dataset_dir, run_dir, cfg: RunConfig, *, resume, dry_run, console, in
     last = ckpt_dir / "last.ckpt"
     if resume and resume != "auto" and not last.exists():
         raise FileNotFoundError(f"--resume given but {last} does not exist")
+    from voicetrain.training.checkpoint_io import newest_resumable, remove_stale_temp_files
+
+    remove_stale_temp_files(ckpt_dir)
     # resume position (step, sampler skip) must be known before the estimate and the loader: one peek
     step0, skip = 0, None
     if resume and last.exists():
         from voicetrain.inference.checkpoint import load_checkpoint_safe
+        last = newest_resumable(ckpt_dir) or last
         ckpt_path = str(last)
         peek = load_checkpoint_safe(ckpt_path)
         step0 = int(peek.get("global_step", 0))

@@ -343,7 +343,10 @@ def _train_vocoder(dataset_dir, run_dir, cfg: VocoderRunConfig, *, resume, init_
     last = ckpt_dir / "last.ckpt"
     if resume and resume != "auto" and not last.exists():
         raise FileNotFoundError(f"--resume given but {last} does not exist")
-    ckpt_path = str(last) if resume and last.exists() else None
+    from voicetrain.training.checkpoint_io import newest_resumable, remove_stale_temp_files
+
+    remove_stale_temp_files(ckpt_dir)
+    ckpt_path = str(newest_resumable(ckpt_dir)) if resume and last.exists() else None
     from voicetrain.inference.vocoder import is_builtin
 
     if init_from and not ckpt_path and is_builtin(init_from):
