@@ -124,3 +124,42 @@ def test_concurrent_requests_are_safe(client):
 def test_no_voices_is_an_error():
     with pytest.raises(ValueError, match="no voices"):
         create_app({})
+
+
+@pytest.mark.parametrize("body, says", [
+    ({"text": "hello \ud800 world"}, "lone surrogate"),
+    ({"text": "\udfff"}, "lone surrogate"),
+    ({"text": TEXT, "speaker": "9" * 5000}, "speaker"),
+    ({"text": TEXT, "speaker": int("9" * 50)}, "speaker"),
+    ({"text": TEXT, "speed": True}, "speed"),
+])
+def test_hostile_values_get_a_4xx_not_a_500(client, body, says):
+    import json
+
+    # json.dumps escapes a lone surrogate as \\ud800, as a hostile client would send it
+    r = client.post("/v1/synthesize", content=json.dumps(body).encode(), headers={"content-type": "application/json"})
+    assert r.status_code == 422, r.text
+    assert says in r.json()["detail"]
+
+
+def test_body_size_is_limited_and_errors_are_capped(client):
+    from voicetrain.serving.http import MAX_ERRORS_REPORTED, max_body_bytes
+
+    limit = max_body_bytes(200)
+    r = client.post("/v1/synthesize", content=b"{" + b" " * limit + b"}", headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "request body over" in r.json()["detail"]
+
+    def chunks():  # no Content-Length: the limit holds while the body streams in
+        yield b'{"text": "'
+        for _ in range(limit // 1000 + 1):
+            yield b"a" * 1000
+        yield b'"}'
+
+    r = client.post("/v1/synthesize", content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 413
+    r = client.post("/v1/synthesize", json={"text": TEXT, **{f"k{i}": 1 for i in range(60)}})
+    assert r.status_code == 422 and "more)" in r.json()["detail"] and len(r.json()["errors"]) == MAX_ERRORS_REPORTED
+    small = client.post("/v1/synthesize", content=iter([b'{"text": "Hi there."}']),
+                        headers={"content-type": "application/json"})
+    assert small.status_code == 200, small.text  # a chunked body under the limit still reaches the handler
+    assert client.get("/healthz").status_code == 200

@@ -20,7 +20,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Optional, Union
+from typing import Annotated, Any, Optional, Union
 
 import numpy as np
 import soundfile as sf
@@ -28,6 +28,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 MAX_TEXT_CHARS = 2000
 MIN_SPEED, MAX_SPEED = 0.25, 4.0
+MAX_SPEAKER_ID = 1_000_000
+MAX_ERRORS_REPORTED = 10
+"""A body of thousands of bad keys gets the first few problems named, not a reply larger than itself."""
+
+
+def max_body_bytes(max_text_chars: int) -> int:
+    """Largest request body accepted: the text limit in 4-byte UTF-8 (or 6-byte JSON escapes), plus the rest."""
+    return 6 * max_text_chars + 4096
 
 
 class SynthesizeRequest(BaseModel):
@@ -36,8 +44,12 @@ class SynthesizeRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     text: str = Field(..., description="Text to speak (at most the server's limit, 2000 characters by default).")
     voice: Optional[str] = Field(None, description="Voice name from GET /v1/voices (default: the first).")
-    speaker: Optional[Union[int, str]] = Field(None, description="Speaker name or id (multi-speaker voices).")
-    speed: float = Field(1.0, ge=MIN_SPEED, le=MAX_SPEED, description=">1 speaks faster.")
+    # strict int first: a 5000-digit numeric string must stay a (too long) name, never a giant int
+    speaker: Optional[Union[Annotated[int, Field(strict=True, ge=0, le=MAX_SPEAKER_ID)],
+                            Annotated[str, Field(max_length=200)]]] = Field(
+        None, description="Speaker name or id (multi-speaker voices).")
+    # strict: JSON true is not a speed (lax mode reads it as 1.0); ints are still accepted
+    speed: float = Field(1.0, ge=MIN_SPEED, le=MAX_SPEED, strict=True, description=">1 speaks faster.")
 
 
 class ServedVoice:
@@ -129,6 +141,8 @@ def create_app(voices: dict[str, Any], *, api_key: str | None = None, max_text_c
             given = auth[7:].strip()
         return given is not None and hmac.compare_digest(given.encode(), state.api_key.encode())
 
+    body_limit = max_body_bytes(max_text_chars)
+
     @app.middleware("http")
     async def api_key_check(request: Request, call_next):
         # checked before the body is parsed: a client without the key learns nothing else
@@ -136,16 +150,32 @@ def create_app(voices: dict[str, Any], *, api_key: str | None = None, max_text_c
             return JSONResponse({"detail": "missing or wrong API key: send it as 'X-API-Key: KEY' or "
                                            "'Authorization: Bearer KEY'"}, status_code=401,
                                 headers={"WWW-Authenticate": "Bearer"})
+        # refuse an oversized body before reading it (declared length), or as soon as it passes the limit
+        declared = request.headers.get("content-length")
+        too_big = error(413, f"request body over {body_limit} bytes; the text limit is {state.max_text_chars} characters")
+        if declared is not None and (not declared.isdigit() or int(declared) > body_limit):
+            return too_big
+        if request.method == "POST" and declared is None:
+            received = 0
+            chunks = []
+            async for chunk in request.stream():
+                received += len(chunk)
+                if received > body_limit:
+                    return too_big
+                chunks.append(chunk)
+            request._body = b"".join(chunks)  # Starlette reads the cached body from here
         return await call_next(request)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError):
         problems = []
-        for e in exc.errors():
+        errors = exc.errors()
+        for e in errors[:MAX_ERRORS_REPORTED]:
             loc = ".".join(str(x) for x in e.get("loc", ()) if x != "body") or "body"
             problems.append(f"{loc}: {e.get('msg', 'invalid')}")
-        return JSONResponse({"detail": "invalid request: " + "; ".join(problems), "errors": _jsonable(exc.errors())},
-                            status_code=422)
+        more = f" (and {len(errors) - MAX_ERRORS_REPORTED} more)" if len(errors) > MAX_ERRORS_REPORTED else ""
+        return JSONResponse({"detail": "invalid request: " + "; ".join(problems) + more,
+                             "errors": _jsonable(errors[:MAX_ERRORS_REPORTED])}, status_code=422)
 
     @app.get("/healthz")
     async def healthz():
@@ -171,6 +201,11 @@ def create_app(voices: dict[str, Any], *, api_key: str | None = None, max_text_c
                               "split it into several requests")
         if not req.text.strip():
             return error(422, "text is empty: send something to say")
+        try:
+            req.text.encode("utf-8")
+        except UnicodeEncodeError as e:  # a lone UTF-16 surrogate ("\\ud800") is not text
+            return error(422, f"text: invalid Unicode at character {e.start} (a lone surrogate, "
+                              f"{req.text[e.start]!r}); send UTF-8 text")
         name = req.voice or state.default_voice
         sv = served.get(name)
         if sv is None:
