@@ -389,14 +389,21 @@ def synth_cmd(
         if out_dir is None:
             _fail("--text-file needs --out-dir DIR")
         lines = [ln for ln in text_file.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        from voicetrain.data.formats import resolve_inside
+
         for i, line in enumerate(lines, 1):
             uid, _, sentence = line.partition("\t") if "\t" in line else (f"{i:04d}", "", line)
+            target = resolve_inside(out_dir, f"{uid}.wav")
+            if target is None or target.parent != out_dir.resolve():
+                typer.secho(f"skipped line {i} of {text_file}: id {uid!r} would write outside {out_dir}; "
+                            "use a plain name as the id", fg=typer.colors.YELLOW, err=True)
+                continue
             try:
                 wav, sr = synth.synthesize(sentence, speaker, speed)
             except NoSpeakableTextError as e:
                 typer.secho(f"skipped line {i}: {e}", fg=typer.colors.YELLOW, err=True)
                 continue
-            save_wav(out_dir / f"{uid}.wav", wav, sr)
+            save_wav(target, wav, sr)
         typer.echo(f"{out_dir}: {len(lines)} sentence(s) (checkpoint {synth.checkpoint}: {synth.checkpoint_reason})")
     except (NoSpeakableTextError, UnknownSpeakerError, CheckpointError, FileNotFoundError, ValueError) as e:
         _fail(str(e))

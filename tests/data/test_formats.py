@@ -80,3 +80,17 @@ def test_transcript_decoding_policy():
     for junk in (b"\x81\x8d", b"h\x00i\x00"):
         text, issues = decode_transcript(junk, "t")
         assert text is None and [i.code for i in issues] == [Reason.TRANSCRIPT_UNDECODABLE]
+
+
+def test_ljspeech_ids_cannot_reach_outside_wavs(tmp_path):
+    root = tmp_path / "corpus" / "lj"
+    _wav(root / "wavs" / "ok.wav")
+    _wav(tmp_path / "outside" / "secret.wav")  # a real file the hostile ids point at
+    (root / "metadata.csv").write_text(f"ok|Fine.\n../../../outside/secret|Leak.\n{tmp_path}/outside/secret|Leak.\n")
+    c = read_corpus(root)
+    assert len(c.items) == 3
+    bad = [it for it in c.items if it.id != "ok"]
+    for it in bad:
+        assert it.audio is None, it.audio
+        assert [i.code for i in it.issues] == [Reason.AUDIO_MISSING] and "points outside" in it.issues[0].message
+    assert next(it for it in c.items if it.id == "ok").audio == root / "wavs" / "ok.wav"

@@ -76,3 +76,14 @@ def test_train_cli_dry_run(prepared_demo_dataset, tmp_path):
 def test_train_cli_rejects_unknown_preset(prepared_demo_dataset, tmp_path):
     r = runner.invoke(app, ["train", str(prepared_demo_dataset), "--out", str(tmp_path / "r"), "--preset", "huge"])
     assert r.exit_code == 1 and "unknown preset 'huge'" in r.output
+
+
+def test_synth_text_file_ids_stay_inside_out_dir(tiny_run, tmp_path):
+    out = tmp_path / "a" / "b" / "o"
+    texts = tmp_path / "t.tsv"
+    texts.write_text(f"../../escape\tHi.\n{tmp_path}/abs\tHi.\nfine\tHi.\n", encoding="utf-8")
+    r = runner.invoke(app, ["synth", str(tiny_run), "--text-file", str(texts), "--out-dir", str(out), "--gl-iters", "2"])
+    assert r.exit_code == 0, r.output
+    assert (out / "fine.wav").exists()
+    assert not (tmp_path / "a" / "escape.wav").exists() and not (tmp_path / "abs.wav").exists()
+    assert r.output.count("would write outside") == 2

@@ -17,6 +17,8 @@ without a BOM), are not text we can trust: the item is quarantined as
 
 from __future__ import annotations
 
+import os
+
 import re
 import unicodedata
 from dataclasses import dataclass, field
@@ -56,6 +58,19 @@ class Corpus:
     items: list[SourceItem]
     warnings: list[str] = field(default_factory=list)
     """Corpus-level notes (orphan transcripts, renamed ids) for the report."""
+
+
+def resolve_inside(folder: str | os.PathLike, relative: str) -> Path | None:
+    """``folder / relative`` when it stays inside ``folder`` (after resolving '..' and links), else None.
+
+    Ids from user files (metadata.csv, a --text-file) name files inside one folder; an absolute id or one
+    with '..' must not read or write anywhere else.
+    """
+    base = Path(folder).resolve()
+    if not relative or Path(relative).is_absolute():
+        return None
+    target = (base / relative).resolve()
+    return target if target == base or base in target.parents else None
 
 
 def safe_name(name: str) -> str:
@@ -172,10 +187,11 @@ def read_ljspeech(root: Path, speaker: str | None = None) -> Corpus:
         where = f"{meta}:{n}"
         # A prepared dataset's metadata.csv names SPEAKER/ID: accept nested ids too.
         audio = audio_by_stem.get(raw_id)
-        if audio is None:
+        escapes = audio is None and any(resolve_inside(wav_dir, f"{raw_id}{ext}") is None for ext in AUDIO_EXTENSIONS)
+        if audio is None and not escapes:
             for ext in AUDIO_EXTENSIONS:
-                cand = wav_dir / f"{raw_id}{ext}"
-                if cand.is_file():
+                cand = resolve_inside(wav_dir, f"{raw_id}{ext}")
+                if cand is not None and cand.is_file():
                     audio = cand
                     break
         uid = safe_name(raw_id)
@@ -187,7 +203,11 @@ def read_ljspeech(root: Path, speaker: str | None = None) -> Corpus:
         utt_text = " ".join(cols[1].split()) if len(cols) > 1 else ""
         if not utt_text:
             issues.append(Issue(Reason.TRANSCRIPT_EMPTY, f"{where}: id {raw_id!r} has no text; fill in column 2"))
-        if audio is None:
+        if escapes:
+            issues.append(Issue(Reason.AUDIO_MISSING,
+                                f"{where}: id {raw_id!r} points outside {wav_dir}; an id names a file inside wavs/ "
+                                "(no absolute paths, no '..'): fix the id or delete the line"))
+        elif audio is None:
             issues.append(Issue(Reason.AUDIO_MISSING,
                                 f"{where}: no audio {wav_dir}/{raw_id}.wav (or .flac/.ogg/.mp3); add it or delete the line"))
         items.append(SourceItem(uid, speaker, audio, utt_text or None, issues))
