@@ -10,6 +10,7 @@ runs keep loading after an upgrade.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tempfile
 import typing
@@ -75,6 +76,27 @@ class QCConfig:
     trim_top_db: float = 40.0
     vad: str = "energy"
     """'energy' (librosa trim) or 'silero' (silero-vad model from its PyPI package)."""
+
+
+def check_ranges(obj: Any, section: str, rules: dict[str, tuple[typing.Callable[[Any], bool], str]]) -> None:
+    """Raise ConfigError naming ``section.field``, its value and the valid range for the first rule broken.
+
+    Called from the config dataclasses' ``__post_init__``: every way of building a config (YAML, CLI flags
+    through ``dataclasses.replace``, code) meets the same ranges.
+    """
+    for name, (ok, expected) in rules.items():
+        value = getattr(obj, name)
+        valid = False
+        try:
+            valid = bool(ok(value))
+        except (TypeError, ValueError):
+            pass
+        if not valid:
+            raise ConfigError(f"{section}.{name}: {value!r} is out of range; expected {expected}")
+
+
+def finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _is_dataclass_type(tp: Any) -> bool:

@@ -10,7 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from voicetrain.config import AudioConfig, TextConfig
+from voicetrain.config import AudioConfig, TextConfig, check_ranges, finite
+
+PRECISIONS = ("32-true", "32", "64-true", "bf16-mixed", "bf16-true", "16-mixed", "16-true")
+DECAYS = ("noam", "cosine", "constant")
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,17 @@ class OptimConfig:
     """Keep an exponential moving average of the weights, used for validation, samples and
     every checkpoint's weights (the live weights are kept for resuming). The decay ramps up
     as (1 + n) / (10 + n) to this cap. 0 = off."""
+
+    def __post_init__(self) -> None:
+        check_ranges(self, "optim", {
+            "lr": (lambda v: v is None or (finite(v) and v >= 0), "a finite number >= 0 (or null: the model's own)"),
+            "weight_decay": (lambda v: finite(v) and v >= 0, "a finite number >= 0"),
+            "betas": (lambda v: len(v) == 2 and all(finite(b) and 0 <= b < 1 for b in v), "two numbers in [0, 1)"),
+            "warmup_steps": (lambda v: v >= 0, "an integer >= 0"),
+            "decay": (lambda v: v in DECAYS, f"one of {', '.join(DECAYS)}"),
+            "grad_clip": (lambda v: finite(v) and v >= 0, "a finite number >= 0 (0 = off)"),
+            "ema_decay": (lambda v: finite(v) and 0 <= v < 1, "a number in [0, 1) (0 = off)"),
+        })
 
 
 @dataclass(frozen=True)
@@ -74,6 +88,24 @@ class TrainConfig:
     """Checkpoints kept by quality score, as checkpoints/quality-step=N-score=S.ckpt."""
     quality_reference_clips: int = 10
     """Training clips per speaker whose mean speaker embedding is the target of speaker similarity."""
+
+    def __post_init__(self) -> None:
+        at_least_1 = (lambda v: v >= 1, "an integer >= 1")
+        at_least_0 = (lambda v: v >= 0, "an integer >= 0")
+        check_ranges(self, "train", {
+            "batch_size": at_least_1, "max_steps": at_least_1, "accumulate": at_least_1,
+            "max_minutes": (lambda v: v is None or (finite(v) and v > 0), "a number of minutes > 0 (or null)"),
+            "precision": (lambda v: v in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),
+            "num_nodes": at_least_1, "num_workers": at_least_0, "threads": (lambda v: v >= 0, "0 (auto) or more"),
+            "overfit": (lambda v: v >= 0, "0 (off) or a number of utterances"),
+            "val_every_steps": at_least_1, "checkpoint_every_steps": at_least_1,
+            "keep_last": (lambda v: v == -1 or v >= 1, "-1 (keep all) or an integer >= 1"),
+            "sample_every_steps": at_least_1, "n_sample_sentences": at_least_0, "log_every_steps": at_least_1,
+            "early_stopping_patience": (lambda v: v >= 0, "0 (off) or a number of validations"),
+            "quality_sentences": (lambda v: v >= 0, "0 (off) or a number of sentences"),
+            "keep_best_quality": at_least_1, "quality_reference_clips": at_least_1,
+            "snapshot_minutes": (lambda v: all(finite(m) and m > 0 for m in v), "minutes > 0"),
+        })
     snapshot_minutes: list[float] = field(default_factory=list)
     """Also keep a checkpoint when training wall time passes each of these marks (minutes),
     saved as checkpoints/time=Mmin-step=N.ckpt: compare a voice after 1, 3, 5, 15 minutes."""

@@ -87,3 +87,37 @@ def test_synth_text_file_ids_stay_inside_out_dir(tiny_run, tmp_path):
     assert (out / "fine.wav").exists()
     assert not (tmp_path / "a" / "escape.wav").exists() and not (tmp_path / "abs.wav").exists()
     assert r.output.count("would write outside") == 2
+
+
+@pytest.mark.parametrize("flags, says", [
+    (["--batch-size", "0"], "train.batch_size: 0"),
+    (["--lr", "-1"], "optim.lr: -1.0"),
+    (["--lr", "nan"], "optim.lr: nan"),
+    (["--overfit", "-1"], "train.overfit: -1"),
+    (["--max-minutes", "-1"], "train.max_minutes: -1"),
+    (["--early-stop", "-1"], "train.early_stopping_patience: -1"),
+    (["--threads", "-1"], "train.threads: -1"),
+    (["--accumulate", "0"], "train.accumulate: 0"),
+    (["--precision", "float7"], "train.precision: 'float7'"),
+])
+def test_train_cli_out_of_range_values_are_named(prepared_demo_dataset, tmp_path, flags, says):
+    r = runner.invoke(app, ["train", str(prepared_demo_dataset), "--out", str(tmp_path / "r"), "--preset", "tiny",
+                            "--dry-run", *flags])
+    assert r.exit_code == 1 and says in r.output and "expected" in r.output, r.output
+
+
+def test_out_of_range_yaml_values_are_named(prepared_demo_dataset, tmp_path):
+    cfg = tmp_path / "c.yaml"
+    for body, says in [("optim:\n  decay: bogus\n", "optim.decay: 'bogus'"),
+                       ("optim:\n  ema_decay: 2\n", "optim.ema_decay: 2.0"),
+                       ("train:\n  checkpoint_every_steps: 0\n", "train.checkpoint_every_steps: 0"),
+                       ("optim:\n  betas: [0.9, 1.5]\n", "optim.betas")]:
+        cfg.write_text(body)
+        r = runner.invoke(app, ["train", str(prepared_demo_dataset), "--out", str(tmp_path / "r"), "--config", str(cfg),
+                                "--dry-run"])
+        assert r.exit_code == 1 and says in r.output, (body, r.output)
+
+
+def test_synth_gl_iters_must_be_positive(tiny_run, tmp_path):
+    r = runner.invoke(app, ["synth", str(tiny_run), "--text", "Hi.", "--out", str(tmp_path / "x.wav"), "--gl-iters", "0"])
+    assert r.exit_code == 1 and "--gl-iters" in r.output and not (tmp_path / "x.wav").exists()

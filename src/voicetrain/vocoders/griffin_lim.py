@@ -19,6 +19,8 @@ class GriffinLim(Vocoder):
 
     def __init__(self, cfg: AudioConfig, n_iter: int = 32, momentum: float = 0.99, power: float = 1.2):
         super().__init__()
+        if not isinstance(n_iter, int) or isinstance(n_iter, bool) or n_iter < 1:
+            raise ValueError(f"Griffin-Lim iterations (--gl-iters) must be an integer >= 1, got {n_iter!r}")
         self.cfg = cfg
         self.n_iter = n_iter
         self.momentum = momentum
