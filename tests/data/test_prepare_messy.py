@@ -46,10 +46,15 @@ EXPECTED_QUARANTINE = {
     "garbage_text": "transcript_undecodable",
     "blank_text": "transcript_empty",
     "zz_duplicate": "duplicate_audio",
+    "nan_samples": "non_finite_samples",
+    "inf_samples": "non_finite_samples",
+    "rate_4k": "sample_rate_too_low",
+    "header_1hz": "sample_rate_too_low",
+    "header_hours": "too_long",
 }
 EXPECTED_KEPT = {"good_1", "good_2", "good_3", "good_4", "good_5", "good_flac", "good_mp3", "good_8k",
-                 "good_stereo", "good_cp1252"}
-EXPECTED_WARNINGS = {"good_8k": "low_sample_rate", "good_cp1252": "transcript_not_utf8"}
+                 "good_stereo", "good_cp1252", "good_dc_offset"}
+EXPECTED_WARNINGS = {"good_8k": "low_sample_rate", "good_cp1252": "transcript_not_utf8", "good_dc_offset": "dc_offset"}
 
 
 def _flite(text: str, tmp: Path) -> np.ndarray:
@@ -110,6 +115,27 @@ def make_messy_corpus(folder: Path, scratch: Path) -> None:
     _write(folder, "no_text", speech[1], None)
     _write(folder, "garbage_text", speech[2], b"\x81\x8d\x90 \x9d\x8f")
     _write(folder, "blank_text", speech[3], "  ")
+    # broken float exports, rates too low to hold speech, a header that claims hours (sparse: not decoded)
+    nan = speech[0].copy()
+    nan[100:200] = np.nan
+    sf.write(folder / "nan_samples.wav", nan, 16000, subtype="FLOAT")
+    (folder / "nan_samples.txt").write_text(GOOD_TEXTS[0])
+    inf = speech[1].copy()
+    inf[50] = np.inf
+    sf.write(folder / "inf_samples.wav", inf, 16000, subtype="FLOAT")
+    (folder / "inf_samples.txt").write_text(GOOD_TEXTS[1])
+    _write(folder, "rate_4k", soxr.resample(speech[2], 16000, 4000), GOOD_TEXTS[2], sr=4000)
+    _write(folder, "header_1hz", speech[3][:2000], GOOD_TEXTS[3], sr=1)
+    import struct
+
+    n = 64 * 1024 * 1024  # 2097 s of 16-bit 16 kHz audio, all a hole in a sparse file
+    with open(folder / "header_hours.wav", "wb") as f:
+        f.write(b"RIFF" + struct.pack("<I", 36 + n) + b"WAVEfmt " + struct.pack("<IHHIIHH", 16, 1, 1, 16000, 32000, 2, 16)
+                + b"data" + struct.pack("<I", n))
+        f.truncate(44 + n)
+    (folder / "header_hours.txt").write_text(GOOD_TEXTS[4])
+    dc_text = "The old dog barked at the mailman all morning."
+    _write(folder, "good_dc_offset", np.clip(_flite(dc_text, scratch) * 0.5 + 0.2, -1, 1), dc_text)
     shutil.copy(folder / "good_1.wav", folder / "zz_duplicate.wav")
     (folder / "zz_duplicate.txt").write_text(GOOD_TEXTS[0])
 

@@ -35,8 +35,8 @@ from voicetrain.config import AudioConfig, QCConfig, TextConfig, atomic_write_te
 from voicetrain.data.cache import FEATURE_VERSION, FeatureStats, audio_hash, cache_path, load_features, save_features
 from voicetrain.data.formats import CorpusFormatError, SourceItem, read_corpus
 from voicetrain.data.manifest import DatasetInfo, PreparedDataset, Utterance, write_jsonl
-from voicetrain.data.qc import (Issue, RateItem, Reason, check_source, check_trimmed, count_phones, duplicates,
-                                estimate_snr_db, rate_outliers)
+from voicetrain.data.qc import (MIN_SOURCE_RATE, Issue, RateItem, Reason, check_source, check_trimmed, count_phones,
+                                duplicates, estimate_snr_db, rate_outliers, remove_dc)
 from voicetrain.text.phonemize import Phonemizer
 
 PREPARE_VERSION = 1
@@ -206,6 +206,10 @@ def process_audio(job: AudioJob, vad_model=None) -> AudioResult:
     if size == 0:
         res.issues.append(Issue(Reason.ZERO_LENGTH, f"{where}: the file is empty (0 bytes); re-export the recording").to_dict())
         return finish()
+    header = _header_problem(src, job, where)
+    if header is not None:
+        res.issues.append(header.to_dict())
+        return finish()
     try:
         audio, sr = load_audio(src)
     except AudioReadError as e:
@@ -215,10 +219,13 @@ def process_audio(job: AudioJob, vad_model=None) -> AudioResult:
     res.source_seconds = audio.shape[1] / sr if sr else 0.0
     issues = check_source(audio, sr, job.audio_cfg.sample_rate, job.qc_cfg, where)
     res.issues += [i.to_dict() for i in issues]
-    if any(i.code in (Reason.ZERO_LENGTH, Reason.SILENCE_ONLY) for i in issues):
+    if any(i.is_error and i.code in (Reason.ZERO_LENGTH, Reason.SILENCE_ONLY, Reason.NON_FINITE,
+                                     Reason.SAMPLE_RATE_TOO_LOW) for i in issues):
         return finish()
 
     target = job.audio_cfg.sample_rate
+    if any(i.code == Reason.DC_OFFSET for i in issues):  # only then: a clean file's samples stay untouched
+        audio = remove_dc(audio)
     mono = resample(to_mono(audio), sr, target)
     res.snr_db = estimate_snr_db(mono, target)
     trimmed = _trim(mono, target, job.qc_cfg, vad_model)
@@ -240,6 +247,29 @@ def process_audio(job: AudioJob, vad_model=None) -> AudioResult:
     res.wav_size = os.path.getsize(job.out_wav)
     res.feature_size = os.path.getsize(feat_path)
     return finish()
+
+
+def _header_problem(src: Path, job, where: str) -> Issue | None:
+    """What the file's header alone says is wrong, before decoding a byte of audio.
+
+    A header may claim hours of audio or a 1 Hz rate (a 22,050x resample): decoding such a file
+    takes gigabytes. Formats soundfile cannot read (mp3 through ffmpeg) are checked after decoding.
+    """
+    import soundfile as sf
+
+    try:
+        info = sf.info(str(src))
+    except Exception:  # noqa: BLE001 - not a format soundfile knows: load_audio decides
+        return None
+    if info.samplerate < MIN_SOURCE_RATE:
+        return Issue(Reason.SAMPLE_RATE_TOO_LOW, f"{where}: the header says {info.samplerate} Hz, below "
+                                                 f"{MIN_SOURCE_RATE} Hz; record at {job.audio_cfg.sample_rate} Hz")
+    limit = 4 * job.qc_cfg.max_seconds + 60
+    if info.duration > limit:
+        return Issue(Reason.TOO_LONG, f"{where}: the header says {info.duration:.0f} s of audio, far over the "
+                                      f"{job.qc_cfg.max_seconds} s limit (--max-seconds); split the recording "
+                                      "into sentences (not decoded)")
+    return None
 
 
 def _init_worker(main_pid: int) -> None:

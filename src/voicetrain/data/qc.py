@@ -28,6 +28,9 @@ class Reason(str, Enum):
     CLIPPING = "clipping"
     LOW_SNR = "low_snr"
     LOW_SAMPLE_RATE = "low_sample_rate"
+    SAMPLE_RATE_TOO_LOW = "sample_rate_too_low"
+    NON_FINITE = "non_finite_samples"
+    DC_OFFSET = "dc_offset"
     # text
     TRANSCRIPT_MISSING = "transcript_missing"
     TRANSCRIPT_EMPTY = "transcript_empty"
@@ -45,7 +48,12 @@ class Reason(str, Enum):
 
 # Kept with a warning: the audio is usable (an 8 kHz file only lacks high frequencies;
 # a cp1252 transcript decodes to the right words in practice).
-_WARNINGS = frozenset({Reason.LOW_SAMPLE_RATE, Reason.TRANSCRIPT_NOT_UTF8})
+_WARNINGS = frozenset({Reason.LOW_SAMPLE_RATE, Reason.TRANSCRIPT_NOT_UTF8, Reason.DC_OFFSET})
+
+MIN_SOURCE_RATE = 8000
+"""Below 8 kHz (telephone band) speech loses the consonants that tell words apart: quarantined."""
+DC_OFFSET_LIMIT = 0.01
+"""|mean sample| above this is reported (the offset is removed before any other check)."""
 
 CLIP_LEVEL = 0.999
 """|sample| at or above this counts as full scale (int16 full scale reads as 0.99997)."""
@@ -108,14 +116,33 @@ def estimate_snr_db(audio: np.ndarray, sr: int, frame_seconds: float = 0.02) -> 
     return float(min(SNR_CAP_DB, 10.0 * np.log10(speech / noise)))
 
 
+def remove_dc(audio: np.ndarray) -> np.ndarray:
+    """(channels, samples) minus each channel's mean: a constant offset is neither speech nor noise."""
+    return audio - np.mean(audio, axis=-1, keepdims=True) if audio.size else audio
+
+
 def check_source(audio: np.ndarray, sr: int, target_sr: int, cfg: QCConfig, where: str) -> list[Issue]:
     """Checks on the decoded source, (channels, samples), before any processing.
 
-    Returns early after a fatal finding: a silent file has no meaningful clipping or SNR.
+    Returns early after a fatal finding: a silent file has no meaningful clipping or SNR;
+    NaN/Inf samples would otherwise read as "silence only" or "too short". Silence and
+    clipping are judged after removing a DC offset.
     """
     if audio.size == 0:
         return [Issue(Reason.ZERO_LENGTH, f"{where}: the audio holds no samples; re-export the recording")]
+    if not np.all(np.isfinite(audio)):
+        bad = int(np.count_nonzero(~np.isfinite(audio)))
+        return [Issue(Reason.NON_FINITE, f"{where}: {bad} sample(s) are NaN or infinite (a broken float export); "
+                                         "re-export the recording as 16- or 24-bit PCM")]
+    if sr < MIN_SOURCE_RATE:
+        return [Issue(Reason.SAMPLE_RATE_TOO_LOW, f"{where}: recorded at {sr} Hz, below {MIN_SOURCE_RATE} Hz: too "
+                                                  f"little of the speech band to learn from; record at {target_sr} Hz")]
     issues = []
+    offset = float(np.max(np.abs(np.mean(audio, axis=-1))))
+    if offset > DC_OFFSET_LIMIT:
+        issues.append(Issue(Reason.DC_OFFSET, f"{where}: DC offset {offset:.3f} (a faulty microphone or interface); "
+                                              "kept, the offset is removed"))
+        audio = audio - np.mean(audio, axis=-1, keepdims=True)
     if sr < target_sr:
         issues.append(Issue(Reason.LOW_SAMPLE_RATE,
                             f"{where}: recorded at {sr} Hz, below the target {target_sr} Hz; kept (upsampled), but it "
