@@ -17,6 +17,10 @@ class NoSpeakableTextError(ValueError):
     """The text has nothing to say after normalization (e.g. only punctuation or emoji)."""
 
 
+class UnknownSymbolsWarning(UserWarning):
+    """Phonemes of the text that the voice's symbol table lacks: they are skipped, and this says which."""
+
+
 @dataclass
 class Tokenizer:
     text_cfg: TextConfig
@@ -33,9 +37,19 @@ class Tokenizer:
         return self._phonemizer(normalized)
 
     def encode_phonemes(self, phonemes: str) -> list[int]:
+        """Phoneme string -> ids. Symbols the table lacks are skipped with an :class:`UnknownSymbolsWarning`
+        naming them: a voice cannot say a sound it never heard, and silence about it hides a mispronunciation."""
         if self.symbols is None:
             raise ValueError("Tokenizer has no symbol table")
-        ids, _unknown = self.symbols.encode(phonemes)
+        ids, unknown = self.symbols.encode(phonemes)
+        if unknown:
+            import warnings
+
+            names = ", ".join(repr(u) for u in dict.fromkeys(unknown))
+            warnings.warn(UnknownSymbolsWarning(
+                f"phoneme(s) {names} in {phonemes[:60]!r} are not in this voice's symbol table (its training data "
+                "never had them) and were skipped; fine-tune on recordings that contain them to fix the "
+                "pronunciation"), stacklevel=2)
         return ids
 
     def __call__(self, text: str) -> tuple[list[int], str]:
