@@ -42,13 +42,29 @@ def test_infer_runs_to_the_cap_when_stop_never_fires():
     assert mel.shape == (2, N_MELS, 50) and float(mel[1, :, 44:].abs().sum()) == 0.0
 
 
-def test_infer_stops_when_the_stop_token_fires():
-    model = tiny("tacotron2").eval()
+def _stops_at_every_step(model):
     with torch.no_grad():
         model.stop_proj.weight.zero_()
         model.stop_proj.bias.copy_(torch.tensor([-1e4] * (model.cfg.reduction_factor - 1) + [1e4]))
+    return model
+
+
+def test_infer_stops_when_the_stop_token_fires():
+    no_minimum = build_model("tacotron2", model_config("tacotron2", "tiny", {"min_frames_per_token": 0.0}),
+                             N_SYMBOLS, N_MELS, 1)
+    model = _stops_at_every_step(no_minimum).eval()
     _, lens = model.infer(torch.randint(1, N_SYMBOLS, (1, 12)))
     assert int(lens[0]) == model.cfg.reduction_factor  # the last frame of the first step said stop
+
+
+def test_a_stop_token_that_fires_at_once_still_gets_a_minimum_length():
+    """An untrained stop token ended "Hi." after 2 frames (23 ms); now each token gets its minimum."""
+    model = _stops_at_every_step(tiny("tacotron2")).eval()
+    r, L = model.cfg.reduction_factor, 12
+    _, lens = model.infer(torch.randint(1, N_SYMBOLS, (2, L)), token_lens=torch.tensor([L, 3]))
+    minimum = [int(-(-n * model.cfg.min_frames_per_token // 1)) for n in (L, 3)]
+    # the first stop heard at or after the minimum: the end of the step that reaches it
+    assert lens.tolist() == [-(-m // r) * r for m in minimum]
 
 
 def test_empty_input_and_speed_are_bounded():

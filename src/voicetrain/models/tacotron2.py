@@ -64,6 +64,9 @@ class Tacotron2Config:
     guided_attention_weight: float = 1.0
     stop_loss_weight: float = 1.0
     max_frames_per_token: int = 12
+    min_frames_per_token: float = 2.0
+    """The stop token is not heeded before ``min_frames_per_token * L`` frames: an untrained or unsure stop
+    token otherwise ends a sentence after a frame or two (real speech runs ~6 frames per phoneme)."""
     extra_frames: int = 20
     """Synthesis stops after ``max_frames_per_token * L + extra_frames`` frames if the stop token never fires."""
     max_frames: int = 3000
@@ -392,6 +395,8 @@ class Tacotron2(nn.Module):
         budget = self.max_frames_for(token_lens)  # (B,)
         max_steps = int(-(-int(budget.max()) // r))
         lens = budget.clone()
+        min_len = torch.minimum((token_lens.float() * cfg.min_frames_per_token).ceil().long(), budget)  # (B,)
+        offsets = torch.arange(r, device=dev)[None, :]
         done = torch.zeros(B, dtype=torch.bool, device=dev)
         st = self._initial_state(memory)
         frame = memory.new_zeros(B, self.n_mels)
@@ -402,6 +407,7 @@ class Tacotron2(nn.Module):
             frames.append(out)
             frame = out[:, -1]
             fired = torch.sigmoid(self.stop_proj(h)) > cfg.stop_threshold  # (B, r)
+            fired = fired & (s * r + offsets + 1 >= min_len[:, None])  # too early to stop: keep speaking
             first = torch.where(fired.any(1), fired.float().argmax(1), torch.full_like(lens, r))
             newly = ~done & fired.any(1)
             lens = torch.where(newly, torch.minimum(s * r + first + 1, budget), lens)
