@@ -27,6 +27,17 @@ def test_generator_output_shape(preset, frames):
     assert torch.isfinite(wav).all()
 
 
+@pytest.mark.parametrize("frames", [1, 3, 32, 200])
+def test_every_vocoder_returns_frames_times_hop_samples(frames):
+    """One contract for all vocoders: T mel frames -> T * hop samples (Griffin-Lim returned (T - 1) * hop)."""
+    from voicetrain.vocoders.griffin_lim import GriffinLim
+
+    mel = torch.randn(1, AUDIO.n_mels, frames) - 5
+    for voc in (GriffinLim(AUDIO, n_iter=2), Vocos(PRESETS["tiny"], AUDIO).eval()):
+        with torch.inference_mode():
+            assert voc(mel).shape == (1, frames * AUDIO.hop_length), type(voc).__name__
+
+
 def test_generator_is_local_in_time():
     """Fully convolutional with per-frame norms: a change at frame t only moves output near frame t."""
     g = Vocos(PRESETS["tiny"], AUDIO).eval()

@@ -41,21 +41,25 @@ class GriffinLim(Vocoder):
 
     @torch.no_grad()
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
-        """mel (B, n_mels, T) natural-log magnitudes -> wav (B, (T - 1) * hop_length)."""
-        length = (mel.shape[-1] - 1) * self.cfg.hop_length
+        """mel (B, n_mels, T) natural-log magnitudes -> wav (B, T * hop_length), as every vocoder returns.
+
+        With centred frames, frame t covers samples around t * hop; the last hop is the right half of
+        frame T - 1 (as in Vocos), so T frames give T * hop samples.
+        """
+        length = mel.shape[-1] * self.cfg.hop_length
         # reflect padding in stft needs at least n_fft // 2 samples: pad very short mels with silence
         min_frames = self.cfg.n_fft // self.cfg.hop_length + 2
         if mel.shape[-1] < min_frames:
             mel = torch.nn.functional.pad(mel, (0, min_frames - mel.shape[-1]), value=float(torch.log(torch.tensor(1e-5))))
         out_len = length
-        length = (mel.shape[-1] - 1) * self.cfg.hop_length
+        length = mel.shape[-1] * self.cfg.hop_length
         mag = torch.clamp(self.inv_fb @ torch.exp(mel), min=0.0) ** self.power  # (B, F, T)
         gen = torch.Generator().manual_seed(0)  # fixed initial phase: same mel -> same audio
         angles = torch.exp(2j * torch.pi * torch.rand(mag.shape, generator=gen)).to(mag.device)
         prev = torch.zeros_like(angles)
         for _ in range(self.n_iter):
             wav = self._istft(mag * angles, length)
-            rebuilt = self._stft(wav)
+            rebuilt = self._stft(wav)[..., : mag.shape[-1]]  # T * hop samples give T + 1 centred frames
             angles = rebuilt - (self.momentum / (1 + self.momentum)) * prev
             angles = angles / (angles.abs() + 1e-8)
             prev = rebuilt
