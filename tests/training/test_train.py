@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from tests.training.conftest import tiny_cfg
@@ -238,3 +239,28 @@ def test_restart_cleans_killed_saves_and_resumes_from_the_newest_intact_checkpoi
     assert not list(d.glob(".*.tmp"))
     torch.save({"global_step": 12}, d / "last.ckpt")
     assert newest_resumable(d) == d / "last.ckpt"
+
+
+def test_auto_threads_are_measured_once_and_kept_on_resume(tmp_path, prepared_demo_dataset):
+    import io
+    import json
+
+    import torch
+    from rich.console import Console
+
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("one core: nothing to choose between")
+    run = tmp_path / "auto"
+    before = torch.get_num_threads()
+    try:
+        train(prepared_demo_dataset, run, tiny_cfg(threads=0, max_steps=4, sample_every_steps=100000))
+        chosen = json.loads((run / "threads.json").read_text())["threads"]
+        (run / "threads.json").write_text(json.dumps({"threads": 1 if chosen != 1 else 2}))  # as if measured so
+        buf = io.StringIO()
+        train(prepared_demo_dataset, run, tiny_cfg(threads=0, max_steps=8, sample_every_steps=100000),
+              console=Console(file=buf, width=200))
+    finally:
+        torch.set_num_threads(before)
+    out = buf.getvalue()
+    assert f"threads: {1 if chosen != 1 else 2}, as measured when this run started" in out
+    assert "->" not in out.split("threads:")[1].split("\n")[0]  # not measured again

@@ -275,11 +275,20 @@ def _train(dataset_dir, run_dir, cfg: RunConfig, *, resume, dry_run, console, in
                   f"{len(train_set)} train / {len(val_set)} val utterances; {len(cfg.speakers)} speaker(s); "
                   + (f"{threads} thread(s)" if cfg.train.threads else "threads: auto"))
     options = (1, cores) if cfg.train.threads == 0 and cores > 1 else ()
+    # a resumed auto-thread run keeps the count it measured at its start: float sums differ between thread
+    # counts, so a different choice would make the resumed run differ from an uninterrupted one
+    chosen = _threads_chosen(run_dir) if options and ckpt_path else None
+    if chosen:
+        options = (chosen,)
     est = estimate_speed(model, TTSLightningModule, cfg, symbols, stats, train_loader, thread_options=options,
                          start_step=step0)
-    if options:
+    if chosen:
+        console.print(f"threads: {chosen}, as measured when this run started (RUN/threads.json)")
+    elif options:
         console.print("threads: " + ", ".join(f"{t}: {s:.2f} s/step" for t, s in est.measured.items())
                       + f" -> using {est.threads}")
+        if not dry_run:
+            atomic_write_text(run_dir / "threads.json", json.dumps({"threads": est.threads, "measured": est.measured}))
     console.print(f"estimate: {est.seconds_per_step:.2f} s/step, {est.samples_per_second:.1f} samples/s, "
                   f"peak RSS {est.peak_rss_mb:.0f} MB; ETA {est.eta_seconds/60:.1f} min for "
                   f"{cfg.train.max_steps} steps" + (f" (capped at {cfg.train.max_minutes} min)" if cfg.train.max_minutes else ""))
@@ -391,6 +400,15 @@ def _quality_tracker(ds: PreparedDataset, cfg: RunConfig, val_set: TTSDataset, s
 
     return QualityTracker(sentences, make_synth, reference_clips=clips, dnsmos=cfg.train.quality_dnsmos,
                           health=health, patience=cfg.train.early_stopping_patience, console=console)
+
+
+def _threads_chosen(run_dir: Path) -> int | None:
+    """The torch thread count an auto-thread run measured and used at its start (RUN/threads.json), if any."""
+    try:
+        n = json.loads((run_dir / "threads.json").read_text(encoding="utf-8"))["threads"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return n if isinstance(n, int) and n >= 1 else None
 
 
 def _last_step(ckpt_dir: Path) -> int:
