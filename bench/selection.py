@@ -11,7 +11,9 @@ min(Whisper CER, 1), the rule training uses (voicetrain.evaluation.quality).
 Reported per voice:
 * every checkpoint's held-out figures;
 * the held-out best (highest mean quality), the checkpoint training's quality tracking chose
-  (`choose_checkpoint(RUN, 'best')`, what synth uses) and the lowest-validation-loss one, each
+  (its rule replayed on the tracker's history stored in last.ckpt; ``quality_file_choice`` is the
+  quality-step file `choose_checkpoint(RUN, 'best')` finds, what synth uses) and the
+  lowest-validation-loss one, each
   with the paired bootstrap 95% interval of its quality minus the held-out best's; target:
   the quality choice is within noise (interval not entirely below 0);
 * the overhead of quality tracking: the tracked run's step count at --overhead-minutes of wall
@@ -137,11 +139,21 @@ def score_run(run: Path, ds: Path, sentences, real, ev, n_ref: int) -> dict:
             rows[sid] = judge(wav, sr, text)
         cks[ck.step] = {"name": ck.name, "rows": rows, **summary(rows), "score_s": time.perf_counter() - t0}
     chosen = choose_checkpoint(run, "best")
-    chosen_step = int(load_model(chosen.path).step)
+    file_step = int(load_model(chosen.path).step)
+    # the rule replayed on the tracker's own history (a pure function of it): exact for runs trained by an
+    # earlier version of the rule, and a check that the run's quality-step file agrees with it
+    from voicetrain.evaluation.quality import choose_latest_within_noise
+    from voicetrain.inference.checkpoint import find_checkpoint, load_checkpoint_safe
+
+    states = load_checkpoint_safe(find_checkpoint(run, "last")).get("callbacks", {})
+    history = next((v["history"] for k, v in states.items() if "QualityTracker" in k), [])
+    i = choose_latest_within_noise(history)
+    chosen_step = int(history[i]["step"]) if i is not None else file_step
     val_best = sorted((run / "checkpoints").glob("best-step=*.ckpt"))
     val_step = int(load_model(val_best[-1]).step) if val_best else None
     return {"real": summary(real_rows), "checkpoints": cks, "quality_choice": chosen_step,
-            "quality_choice_reason": chosen.reason, "val_loss_choice": val_step}
+            "quality_file_choice": file_step, "quality_choice_reason": chosen.reason, "val_loss_choice": val_step,
+            "tracker_history": [{"step": e["step"], "score": round(e["score"], 4)} for e in history]}
 
 
 def verdicts(scored: dict) -> dict:
@@ -224,6 +236,7 @@ def main(argv=None) -> None:
             "checkpoints": {s: {k: round(c[k], 4) for k in ("cer_whisper", "cer_pocketsphinx", "speaker_similarity",
                                                              "quality")} for s, c in sorted(scored["checkpoints"].items())},
             "quality_choice_reason": scored["quality_choice_reason"],
+            "quality_file_choice": scored["quality_file_choice"], "tracker_history": scored["tracker_history"],
             **verdicts(scored),
         })
     out["targets_met"] = {v: bool((out["voices"][v]["quality_choice"] or {}).get("within_noise_of_best"))

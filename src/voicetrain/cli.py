@@ -488,8 +488,10 @@ def eval_cmd(
     if r["selection"]:
         sel = r["selection"]
         typer.echo(f"selected {sel['selected']} (quality {num(sel['quality'])}; {sel['rule']}) -> {sel['written']}")
-        for v in sel["verdicts"][1:]:
-            ci = "" if v["delta"] is None else f" Δ {v['delta']:+.3f} [{v['low']:+.3f}, {v['high']:+.3f}]"
+        for v in sel["verdicts"]:
+            if v["name"] == sel["selected"]:
+                continue
+            ci = "" if v["delta"] is None else f" Δ vs highest {v['delta']:+.3f} [{v['low']:+.3f}, {v['high']:+.3f}]"
             typer.echo(f"{v['name']:>22}: quality {num(v['quality'])}{ci}: {v['verdict']}")
     typer.echo(f"report: {Path(r['out']) / 'report.html'}  data: {Path(r['out']) / 'eval.json'}")
 

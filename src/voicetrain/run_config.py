@@ -80,12 +80,11 @@ class TrainConfig:
     validations. 0 = off."""
     quality_sentences: int = 8
     """Validation sentences synthesized and scored (Whisper CER, speaker similarity) at every validation;
-    the top checkpoints by that quality score are kept and used by default. 0 = off (checkpoints are then
+    the latest checkpoint within noise of the best quality is kept as checkpoints/quality-step=N-score=S.ckpt
+    and used by default. 0 = off (checkpoints are then
     chosen by validation loss). Needs the eval extra; without it training says so once and goes on."""
     quality_dnsmos: bool = False
     """Also log DNSMOS of those sentences (not part of the score; ~0.3 s per sentence)."""
-    keep_best_quality: int = 2
-    """Checkpoints kept by quality score, as checkpoints/quality-step=N-score=S.ckpt."""
     quality_reference_clips: int = 10
     """Training clips per speaker whose mean speaker embedding is the target of speaker similarity."""
 
@@ -103,7 +102,7 @@ class TrainConfig:
             "sample_every_steps": at_least_1, "n_sample_sentences": at_least_0, "log_every_steps": at_least_1,
             "early_stopping_patience": (lambda v: v >= 0, "0 (off) or a number of validations"),
             "quality_sentences": (lambda v: v >= 0, "0 (off) or a number of sentences"),
-            "keep_best_quality": at_least_1, "quality_reference_clips": at_least_1,
+            "quality_reference_clips": at_least_1,
             "snapshot_minutes": (lambda v: all(finite(m) and m > 0 for m in v), "minutes > 0"),
         })
     snapshot_minutes: list[float] = field(default_factory=list)

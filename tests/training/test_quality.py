@@ -110,10 +110,16 @@ def test_select_checkpoint_by_quality_explains_each_verdict():
         return {"name": name, "step": step, "quality": float(np.mean(vals)) if vals else None,
                 "quality_values": values, "mcd_db": mcd}
 
+    # the later of two checkpoints the sentences cannot tell apart wins
     s = select_checkpoint([ck("a", 100, bad), ck("b", 200, good), ck("c", 300, close)])
-    assert s["selected"] == "b" and s["ranking"] == ["b", "c", "a"]
+    assert s["selected"] == "c" and s["ranking"] == ["c", "b", "a"]
     verdict = {v["name"]: v["verdict"] for v in s["verdicts"]}
-    assert verdict == {"b": "selected", "c": "lower, within noise", "a": "worse beyond noise"}
+    assert verdict == {"c": "selected, within noise of the highest", "a": "worse beyond noise than the highest",
+                       "b": "highest score, but the later c is within noise of it"}
+    # a later checkpoint worse beyond noise does not win
+    s = select_checkpoint([ck("a", 100, close), ck("b", 200, good), ck("c", 300, bad)])
+    assert s["selected"] == "b" and {v["name"]: v["verdict"] for v in s["verdicts"]}["a"] == \
+        "within noise, but earlier than the selected"
     # without any CER: MCD-DTW decides
     s = select_checkpoint([ck("a", 100, {}, mcd=6.0), ck("b", 200, {}, mcd=5.0)])
     assert s["selected"] == "b" and "MCD" in s["rule"]
@@ -127,11 +133,10 @@ def test_choose_checkpoint_prefers_quality_over_validation_loss(tmp_path):
 
     ck = tmp_path / "run" / "checkpoints"
     ck.mkdir(parents=True)
-    for name in ("quality-step=200-score=0.8512.ckpt", "quality-step=400-score=0.8350.ckpt", "best-step=100.ckpt",
-                 "step=400.ckpt", "last.ckpt"):
+    for name in ("quality-step=400-score=0.8350.ckpt", "best-step=100.ckpt", "step=400.ckpt", "last.ckpt"):
         (ck / name).write_bytes(b"")
     c = choose_checkpoint(tmp_path / "run")
-    assert c.path.name == "quality-step=200-score=0.8512.ckpt" and "quality" in c.reason and "0.8512" in c.reason
+    assert c.path.name == "quality-step=400-score=0.8350.ckpt" and "quality" in c.reason and "0.8350" in c.reason
     (tmp_path / "run" / "selected_checkpoint.txt").write_text("step=400.ckpt\n")
     assert choose_checkpoint(tmp_path / "run").path.name == "step=400.ckpt"
     (tmp_path / "run" / "selected_checkpoint.txt").unlink()
@@ -173,7 +178,7 @@ def test_training_logs_quality_and_keeps_checkpoints_by_it(quality_run):
         assert r["quality/score"] >= r["quality/speaker_similarity"] - min(r["quality/cer"], 1.0) - 1e-5
         assert r["quality/real_score"] > r["quality/score"]  # 12 steps are far from the real recordings
     kept = sorted(p.name for p in (run / "checkpoints").glob("quality-step=*-score=*.ckpt"))
-    assert len(kept) == 2
+    assert len(kept) == 1  # the voice: the latest validation within noise of the best
     assert list((run / "tb").glob("events.*")), "TensorBoard events"
     assert list((run / "checkpoints").glob("best-step=*.ckpt")), "the lowest validation loss stays on disk"
 
@@ -185,11 +190,12 @@ def test_synth_picks_the_quality_best_checkpoint_and_names_it(quality_run, tmp_p
     from voicetrain.inference.checkpoint import quality_score_of
 
     run, _ = quality_run
-    best = max((run / "checkpoints").glob("quality-*.ckpt"), key=quality_score_of)
+    [best] = (run / "checkpoints").glob("quality-*.ckpt")
+    assert quality_score_of(best) is not None
     r = CliRunner().invoke(app, ["synth", str(run), "--text", "Hello there.", "--out", str(tmp_path / "a.wav"),
                                  "--gl-iters", "4"])
     assert r.exit_code == 0, r.output
-    assert best.name in r.output and "highest quality score" in r.output
+    assert best.name in r.output and "chosen by quality" in r.output
     assert sf.info(tmp_path / "a.wav").frames > 0
 
 
@@ -296,7 +302,8 @@ def test_quality_overfitting_warns_only_beyond_noise_and_stops_with_early_stoppi
     assert "overfitting" not in health.warned  # one drop is not yet a trend
     t = _validate(tr, 1000)
     assert "overfitting" in health.warned and t.should_stop and "early-stop" in health.warned
-    assert t.callback_metrics["quality_score"] == pytest.approx(np.mean(list(worse.values())))
+    assert float(t.callback_metrics["quality/score"]) == pytest.approx(np.mean(list(worse.values())), abs=1e-6)
+    assert float(t.callback_metrics["quality_choice"]) == 600.0  # the latest within noise of the best, not 1000
 
 
 def test_rising_validation_loss_with_quality_improving_is_not_called_overfitting(tmp_path):
@@ -313,3 +320,19 @@ def test_rising_validation_loss_with_quality_improving_is_not_called_overfitting
         health.on_validation_end(trainer, pl)
     assert "val-loss-rising" in health.warned and "overfitting" not in health.warned
     assert "not overfitting" in (tmp_path / "health.jsonl").read_text()
+
+
+def test_choose_latest_within_noise():
+    from voicetrain.evaluation.quality import choose_latest_within_noise
+
+    base = {f"s{i}": 0.80 + 0.01 * (i % 3) for i in range(8)}
+    noisy = {k: v + (0.03 if i % 2 else -0.03) - 0.01 for i, (k, v) in enumerate(base.items())}
+    worse = {k: v - 0.2 for k, v in base.items()}
+
+    def e(values):
+        return {"score": float(np.mean(list(values.values()))), "values": values}
+
+    assert choose_latest_within_noise([e(worse), e(base), e(noisy)]) == 2  # later and within noise
+    assert choose_latest_within_noise([e(base), e(noisy), e(worse)]) == 1  # the last one fell beyond noise
+    assert choose_latest_within_noise([e(worse), e(base)]) == 1
+    assert choose_latest_within_noise([{"score": None, "values": {}}]) is None

@@ -30,9 +30,9 @@ consecutive validations while the training loss keeps falling.
 Checkpoint selection (``select_best``), see :func:`select_checkpoint`: the quality score
 training tracks (:mod:`voicetrain.evaluation.quality`), per sentence
 ``speaker similarity - min(CER, 1)`` over the validation sentences and --texts together;
-the highest mean wins, and every other checkpoint is compared with the winner by a paired
-bootstrap over the same sentences, so the report says whether it lost beyond noise or
-within it. The choice is written atomically to RUN/selected_checkpoint.txt (a file name
+every checkpoint is compared with the highest-scoring one by a paired bootstrap over the
+same sentences, and the latest one not worse beyond noise wins; the report says why each
+won or lost. The choice is written atomically to RUN/selected_checkpoint.txt (a file name
 inside RUN/checkpoints), which ``find_checkpoint(run, 'best')`` — and so ``voicetrain
 synth`` — honours before the checkpoints training kept by quality.
 
@@ -66,7 +66,8 @@ from voicetrain.evaluation.evaluate_audio import (
     summarize,
 )
 from voicetrain.evaluation.models import ASR_CHOICES, Evaluator, torch_threads
-from voicetrain.evaluation.quality import QUALITY_RULE, mean_quality, paired_difference, sentence_quality
+from voicetrain.evaluation.quality import (QUALITY_RULE, choose_latest_within_noise, mean_quality, paired_difference,
+                                          sentence_quality)
 
 EVAL_SCHEMA_VERSION = 1
 
@@ -293,14 +294,14 @@ def overfitting_analysis(rows: Sequence[dict[str, float]], key: str = "loss", ri
 def select_checkpoint(candidates: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Pick one checkpoint from ``[{name, step, quality, quality_values: {sentence: q}, mcd_db}]``.
 
-    The rule is :data:`voicetrain.evaluation.quality.QUALITY_RULE`, the score training tracks:
-    the highest mean quality wins (the later step on a tie). Every other checkpoint is compared
-    with the winner on the same sentences (paired bootstrap, 95%): its verdict says whether it lost
-    beyond noise or within it. Without any quality score (no text scored), the lowest MCD-DTW
+    The rule training uses (:mod:`voicetrain.evaluation.quality`): the quality score
+    :data:`~voicetrain.evaluation.quality.QUALITY_RULE`, and of the checkpoints in step order the latest
+    one not worse beyond noise (paired bootstrap, 95%) than the highest-scoring one. Every checkpoint's
+    verdict says why it won or lost. Without any quality score (no text scored), the lowest MCD-DTW
     wins, then the later step.
 
     Returns {"selected", "step", "quality", "rule", "ranking": [names], "verdicts": [{name, step,
-    quality, delta, low, high, verdict}]}.
+    quality, delta, low, high, verdict}]} (delta: quality minus the highest-scoring checkpoint's).
     """
     if not candidates:
         raise RunEvalError("no checkpoints to select from")
@@ -309,31 +310,43 @@ def select_checkpoint(candidates: Sequence[dict[str, Any]]) -> dict[str, Any]:
     def finite(v):
         return v is not None and math.isfinite(v)
 
-    scored = [c for c in candidates if finite(c.get("quality"))]
-    if scored:
-        ranking = sorted(candidates, key=lambda c: (0, -c["quality"], -c["step"]) if finite(c.get("quality"))
-                         else (1, 0.0, -c["step"]))
-        rule = QUALITY_RULE + "; the highest wins, then the later step"
+    ordered = sorted(candidates, key=lambda c: c["step"])
+    entries = [{"score": c.get("quality"), "values": c.get("quality_values") or {}} for c in ordered]
+    i = choose_latest_within_noise(entries)
+    if i is not None:
+        chosen = ordered[i]
+        best = max((c for c in ordered if finite(c.get("quality"))), key=lambda c: (c["quality"], c["step"]))
+        rule = QUALITY_RULE + "; the latest checkpoint within noise of the highest-scoring one wins"
     else:
-        ranking = sorted(candidates, key=lambda c: (c["mcd_db"] if finite(c.get("mcd_db")) else inf, -c["step"]))
+        chosen = min(ordered, key=lambda c: (c["mcd_db"] if finite(c.get("mcd_db")) else inf, -c["step"]))
+        best = None
         rule = "no sentence had a CER (no text scored): lowest MCD-DTW, then the later step"
-    chosen = ranking[0]
     verdicts = []
-    for c in ranking:
+    for c in ordered:
         v: dict[str, Any] = {"name": c["name"], "step": c["step"], "quality": c.get("quality"),
                              "delta": None, "low": None, "high": None}
-        if c is chosen:
-            v["verdict"] = "selected"
-        elif not finite(c.get("quality")):
-            v["verdict"] = "not scored (no CER)" if scored else "higher MCD-DTW"
-        else:
-            d = paired_difference(c.get("quality_values") or {}, chosen.get("quality_values") or {})
-            if d is None:
-                v["verdict"] = "lower quality (no shared sentences to compare)"
-            else:
+        d = None
+        if best is not None and finite(c.get("quality")) and c is not best:
+            d = paired_difference(c.get("quality_values") or {}, best.get("quality_values") or {})
+            if d is not None:
                 v.update(delta=d.mean, low=d.low, high=d.high)
-                v["verdict"] = "worse beyond noise" if d.worse_beyond_noise else "lower, within noise"
+        if c is chosen:
+            v["verdict"] = "selected" + (" (highest score)" if c is best else ", within noise of the highest")
+        elif best is None:
+            v["verdict"] = "higher MCD-DTW"
+        elif not finite(c.get("quality")):
+            v["verdict"] = "not scored (no CER)"
+        elif c is best:
+            v["verdict"] = f"highest score, but the later {chosen['name']} is within noise of it"
+        elif d is not None and d.worse_beyond_noise:
+            v["verdict"] = "worse beyond noise than the highest"
+        elif c["step"] < chosen["step"]:
+            v["verdict"] = "within noise, but earlier than the selected"
+        else:
+            v["verdict"] = "later, but worse beyond noise"
         verdicts.append(v)
+    ranking = [chosen] + sorted((c for c in ordered if c is not chosen),
+                                key=lambda c: (-(c["quality"]) if finite(c.get("quality")) else inf, -c["step"]))
     return {"selected": chosen["name"], "step": chosen["step"], "quality": chosen.get("quality"), "rule": rule,
             "ranking": [c["name"] for c in ranking], "verdicts": verdicts}
 

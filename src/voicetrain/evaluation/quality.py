@@ -20,6 +20,13 @@ Without speaker similarity (one speaker encoder missing, or turned off) ``q = -m
 Noise. Two checkpoints are compared on the same sentences: the per-sentence differences
 ``q_a - q_b`` are bootstrapped (resampling sentences, 2,000 draws, fixed seed) into a 95%
 interval of the mean difference. "Worse beyond noise" means that whole interval is below 0.
+
+The choice (:func:`choose_latest_within_noise`): the *latest* checkpoint whose quality is not worse
+beyond noise than the highest-scoring one. On 8-20 sentences the highest score is often an early
+checkpoint that won by noise: on the 250-utterance rms voice the highest of 7 validation scores was
+step 600, worse on held-out text beyond noise than step 1200, while steps 600-1259 were all within
+noise of each other on the validation sentences (bench/selection.py). While a voice is still
+improving, the later of two checkpoints the measurement cannot tell apart is the better bet.
 """
 
 from __future__ import annotations
@@ -86,3 +93,22 @@ def paired_difference(a: Mapping[str, float | None], b: Mapping[str, float | Non
     means = d[rng.integers(0, len(d), size=(draws, len(d)))].mean(axis=1)
     lo, hi = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
     return PairedDifference(float(d.mean()), float(lo), float(hi), len(d))
+
+
+def choose_latest_within_noise(entries: Sequence[Mapping]) -> int | None:
+    """Index of the chosen entry among ``[{"score", "values": {sentence: q}, ...}]`` in training order.
+
+    The highest-scoring entry sets the bar; the choice is the last entry that is not worse than it
+    beyond noise (see the module docstring). None when no entry has a score.
+    """
+    scored = [i for i, e in enumerate(entries) if e.get("score") is not None and math.isfinite(e["score"])]
+    if not scored:
+        return None
+    best = max(scored, key=lambda i: (entries[i]["score"], i))
+    for i in reversed(scored):
+        if i == best:
+            return i
+        d = paired_difference(entries[i].get("values") or {}, entries[best].get("values") or {})
+        if d is not None and not d.worse_beyond_noise:
+            return i
+    return best

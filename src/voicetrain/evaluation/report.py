@@ -321,11 +321,11 @@ def _selection_html(result: dict[str, Any]) -> str:
     rows = []
     for v in sel.get("verdicts", []):
         ci = "–" if v.get("delta") is None else f"{v['delta']:+.3f} [{v['low']:+.3f}, {v['high']:+.3f}]"
-        cls = ' class="selected"' if v["verdict"] == "selected" else ""
+        cls = ' class="selected"' if v["name"] == sel["selected"] else ""
         rows.append(f"<tr{cls}><td><code>{_e(v['name'])}</code></td><td>{v['step']}</td>"
                     f"<td>{_fmt(v.get('quality'), 'f3')}</td><td>{ci}</td><td>{_e(v['verdict'])}</td></tr>")
-    table = ("<table><tr><th>checkpoint</th><th>step</th><th>quality</th><th>Δ vs selected [95% paired bootstrap]"
-             "</th><th>why</th></tr>" + "".join(rows) + "</table>")
+    table = ("<table><tr><th>checkpoint</th><th>step</th><th>quality</th><th>Δ vs the highest score [95% paired "
+             "bootstrap]</th><th>why</th></tr>" + "".join(rows) + "</table>")
     return (f"<p class='selbox'>Selected <b><code>{_e(sel['selected'])}</code></b> (step {sel['step']}), written to "
             f"<code>{_e(sel.get('written') or '')}</code>. Rule: {_e(sel['rule'])}.</p>{table}")
 

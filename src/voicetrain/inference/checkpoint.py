@@ -99,8 +99,9 @@ def choose_checkpoint(run_or_ckpt: str | os.PathLike, which: str = "best") -> Ch
     ``which``: 'best', 'last', or a step number. 'best' takes, in order:
 
     1. the checkpoint recorded by `voicetrain eval --select-best` (RUN/selected_checkpoint.txt);
-    2. the highest quality score kept during training (``quality-step=N-score=S.ckpt``: speaker
-       similarity - Whisper CER on fixed validation sentences, see training/quality.py);
+    2. the checkpoint training chose by quality (``quality-step=N-score=S.ckpt``: the latest validation
+       within noise of the best speaker similarity - Whisper CER on fixed validation sentences, see
+       training/quality.py);
     3. the lowest validation loss (``best-step=N.ckpt``: runs trained without quality tracking);
     4. the last checkpoint.
     """
@@ -126,12 +127,13 @@ def choose_checkpoint(run_or_ckpt: str | os.PathLike, which: str = "best") -> Ch
             warnings.warn(f"{selected} names {cand.name}, which no longer exists (rotated by later training?); "
                           "using the best checkpoint training kept. Re-run `voicetrain eval --select-best`.",
                           stacklevel=2)
-        scored = [(quality_score_of(c), checkpoint_step(c), c) for c in ckdir.glob("quality-*.ckpt")]
-        scored = [x for x in scored if x[0] is not None]
-        if scored:
-            score, step, path = max(scored, key=lambda x: (x[0], x[1]))
-            return CheckpointChoice(path, f"highest quality score during training ({score:.4f} at step {step}: "
-                                          "speaker similarity - Whisper CER on the validation sentences)")
+        scored = [(checkpoint_step(c), quality_score_of(c), c) for c in ckdir.glob("quality-*.ckpt")]
+        scored = [x for x in scored if x[1] is not None]
+        if scored:  # one file normally; after an interrupted rotation, the later choice
+            step, score, path = max(scored, key=lambda x: x[0])
+            return CheckpointChoice(path, f"chosen by quality during training: step {step}, the latest validation "
+                                          f"within noise of the best (score {score:.4f}: speaker similarity - Whisper "
+                                          "CER on the validation sentences)")
         best = sorted(ckdir.glob("best-*.ckpt"), key=checkpoint_step)
         if best:
             return CheckpointChoice(best[-1], "lowest validation loss (this run was trained without quality tracking)")

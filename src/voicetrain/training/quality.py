@@ -10,8 +10,9 @@ the checkpoint will hold) and scores them with the evaluation's judges:
 
 It logs ``quality/score`` (the rule in :mod:`voicetrain.evaluation.quality`), ``quality/cer``,
 ``quality/speaker_similarity``, ``quality/dnsmos`` and ``quality/seconds`` to metrics.csv and
-TensorBoard, and sets ``quality_score`` for the ModelCheckpoint that keeps the top checkpoints
-as ``quality-step=N-score=S.ckpt``. The real recordings of the same K sentences are scored once,
+TensorBoard, and sets ``quality_choice`` for the ModelCheckpoint that keeps the chosen checkpoint
+as ``quality-step=N-score=S.ckpt``: the latest validation whose quality is within noise of the best one's
+(:func:`voicetrain.evaluation.quality.choose_latest_within_noise`). The real recordings of the same K sentences are scored once,
 as the ceiling (``quality/real_score``).
 
 Overfitting is judged on quality: a validation is "worse beyond noise" when the paired
@@ -89,6 +90,8 @@ class QualityTracker(L.Callback):
         self.seconds = 0.0
         """Wall seconds spent scoring (setup included), for the overhead figure."""
         self.real: dict[str, Any] | None = None
+        self.chosen_step: int | None = None
+        """The validation whose checkpoint is the voice: the latest within noise of the best."""
 
     # ------------------------------------------------------------------ state across resumes
     def state_dict(self) -> dict[str, Any]:
@@ -162,7 +165,7 @@ class QualityTracker(L.Callback):
         return self._summarize(rows)
 
     def on_validation_end(self, trainer, pl_module) -> None:
-        from voicetrain.evaluation.quality import paired_difference
+        from voicetrain.evaluation.quality import choose_latest_within_noise, paired_difference
 
         if trainer.sanity_checking:
             return
@@ -195,8 +198,13 @@ class QualityTracker(L.Callback):
         self.history.append(entry)
         for k, v in metrics.items():
             trainer.callback_metrics[k] = torch.tensor(v)
-        if q["score"] is not None:
-            trainer.callback_metrics["quality_score"] = torch.tensor(q["score"])  # the ModelCheckpoint monitor
+        chosen = choose_latest_within_noise(self.history)
+        if chosen is not None:
+            # the ModelCheckpoint monitor: the chosen validation's step only grows, and grows exactly when this
+            # validation becomes the choice, so a top-1 ModelCheckpoint saves this step's weights then
+            trainer.callback_metrics["quality_choice"] = torch.tensor(float(self.history[chosen]["step"]))
+            trainer.callback_metrics["quality_score"] = torch.tensor(float(self.history[chosen]["score"]))
+            self.chosen_step = int(self.history[chosen]["step"])
         for lg in trainer.loggers:
             lg.log_metrics(metrics, step)
         self._health(trainer, step, entry)
@@ -220,7 +228,7 @@ class QualityTracker(L.Callback):
     def summary(self) -> dict[str, Any]:
         """For result.json: the best validation by quality, the real recordings' score, and the cost."""
         best = None if self.best is None else {k: self.best[k] for k in ("step", "score", "cer", "speaker_similarity")}
-        return {"best": best, "real": None if self.real is None else
+        return {"best": best, "chosen_step": self.chosen_step, "real": None if self.real is None else
                 {k: self.real[k] for k in ("score", "cer", "speaker_similarity")},
                 "validations_scored": len(self.history), "seconds": self.seconds,
                 "sentences": len(self.sentences)}

@@ -4,7 +4,7 @@ Run folder layout::
 
     RUN/config.yaml            RunConfig (reproduces the run: `voicetrain train DATASET --config RUN/config.yaml`)
     RUN/symbols.json, stats.json
-    RUN/checkpoints/           step=N.ckpt (last K), quality-step=N-score=S.ckpt (top by quality score),
+    RUN/checkpoints/           step=N.ckpt (last K), quality-step=N-score=S.ckpt (the voice, by quality),
                                best-step=N.ckpt (lowest val loss), last.ckpt
     RUN/metrics.csv, loss.png  refreshed during training (quality/* columns: see training/quality.py)
     RUN/tb/                    TensorBoard event files
@@ -324,7 +324,7 @@ def _train(dataset_dir, run_dir, cfg: RunConfig, *, resume, dry_run, console, in
     if quality is not None:
         callbacks.append(ModelCheckpoint(
             dirpath=ckpt_dir, filename="quality-step={step}-score={quality_score:.4f}", auto_insert_metric_name=False,
-            monitor="quality_score", mode="max", save_top_k=t.keep_best_quality, save_last=False))
+            monitor="quality_choice", mode="max", save_top_k=1, save_last=False))
     if cfg.optim.ema_decay > 0:
         callbacks.append(EMAWeights(cfg.optim.ema_decay))  # after SampleWriter: see its docstring
     if t.snapshot_minutes:
