@@ -244,8 +244,9 @@ class Evaluator:
     and :attr:`asr_note` says so."""
     asr_model: str | None = None
     """A faster-whisper model folder instead of the bundled tiny.en (e.g. small.en on a GPU machine)."""
-    whisper_threads: int = 1
-    """CTranslate2 threads for Whisper (1 and 2 measured alike on this 2-core machine: bench/asr.py)."""
+    whisper_threads: int = 2
+    """CTranslate2 threads for Whisper: on this 2-core machine (load 3.3) 2 threads took 0.76 s per 2.8 s Harvard
+    sentence against 1.06 s on one, and loaded in 1.46 s against 0.89 s (bench/eval.py, BENCHMARKS.md)."""
     whisper_beam_size: int = 5
     torch_threads: int | None = 1
     """torch threads for the speaker encoder (set per call and restored); None = leave as is."""
