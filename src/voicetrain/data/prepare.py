@@ -31,9 +31,9 @@ from typing import Callable, TypeVar
 
 import numpy as np
 
-from voicetrain.config import AudioConfig, QCConfig, TextConfig, atomic_write_text
+from voicetrain.config import SCHEMA_VERSION, AudioConfig, QCConfig, TextConfig, atomic_write_text
 from voicetrain.data.cache import FEATURE_VERSION, FeatureStats, audio_hash, cache_path, load_features, save_features
-from voicetrain.data.formats import CorpusFormatError, SourceItem, read_corpus
+from voicetrain.data.formats import Corpus, CorpusFormatError, SourceItem, read_corpus
 from voicetrain.data.manifest import DatasetInfo, PreparedDataset, Utterance, write_jsonl
 from voicetrain.data.qc import (MIN_SOURCE_RATE, Issue, RateItem, Reason, check_source, check_trimmed, count_phones,
                                 duplicates, estimate_snr_db, rate_outliers, remove_dc)
@@ -444,6 +444,40 @@ def split_items(durations: dict[str, list[tuple[str, float]]], val_fraction: flo
     return val
 
 
+# ---------------------------------------------------------------- qc.json
+
+def _num(x: float, nd: int = 3) -> float | None:
+    return None if x is None or not math.isfinite(x) else round(float(x), nd)
+
+
+def write_qc_json(path: Path, corpus: Corpus, cfg: PrepareConfig, issues: dict[str, list[Issue]],
+                  audio: dict[str, AudioResult], val_ids: set[str]) -> None:
+    """Per-utterance results and the quarantine list with reasons (the machine-readable QC record)."""
+    rows, quarantine = [], []
+    for it in corpus.items:
+        lst = issues[it.id]
+        errors = [i for i in lst if i.is_error]
+        r = audio.get(it.id)
+        status = "quarantined" if errors else "kept"
+        rows.append({
+            "id": it.id, "speaker": it.speaker, "source": str(it.audio) if it.audio else None,
+            "status": status, "split": None if errors else ("val" if it.id in val_ids else "train"),
+            "duration": _num(r.duration) if r else None, "source_sample_rate": r.source_sr if r else None,
+            "channels": r.channels if r else None, "snr_db": _num(r.snr_db, 1) if r else None,
+            "loudness_lufs": _num(r.loudness_lufs, 1) if r else None,
+            "source_sha256": r.source_sha256 if r else None,
+            "issues": [i.to_dict() for i in lst],
+        })
+        if errors:
+            quarantine.append({"id": it.id, "speaker": it.speaker, "source": rows[-1]["source"],
+                               "reasons": [i.code.value for i in errors], "messages": [i.message for i in errors]})
+    summary = {"n_items": len(rows), "n_kept": len(rows) - len(quarantine), "n_quarantined": len(quarantine)}
+    data = {"schema_version": SCHEMA_VERSION, "source": str(corpus.root), "format": corpus.format,
+            "qc_config": asdict(cfg.qc), "summary": summary, "corpus_warnings": corpus.warnings,
+            "quarantine": quarantine, "utterances": rows}
+    atomic_write_text(path, json.dumps(data, indent=1, ensure_ascii=False))
+
+
 # ---------------------------------------------------------------- orchestration
 
 def _check_paths(src: Path, out: Path) -> None:
@@ -527,10 +561,10 @@ def prepare(cfg: PrepareConfig) -> PrepareResult:
     # From here on the old dataset is being replaced: without dataset.yaml it does not
     # count as prepared until every file below is written.
     (root / "dataset.yaml").unlink(missing_ok=True)
-    from voicetrain.data.report import write_qc_json, write_report
+    from voicetrain.data.report import write_report
 
     write_qc_json(root / "qc.json", corpus, cfg, issues, audio, val_ids)
-    write_report(root, corpus, issues, audio, utts, text)
+    write_report(root, corpus, issues, utts, {u: audio[u].loudness_lufs for u in utts})
     if not train:
         raise PrepareError(f"no usable utterances in {src} ({len(corpus.items)} found, all quarantined); "
                            f"see the reasons in {root / 'qc.json'} and {root / 'report.html'}")

@@ -40,7 +40,6 @@ evaluations). Every path inside compare.json and compare.html is relative to DIR
 from __future__ import annotations
 
 import datetime as _dt
-import html
 import json
 import math
 import os
@@ -64,6 +63,7 @@ from voicetrain.evaluation.evaluate_run import (
     resolve_checkpoints,
 )
 from voicetrain.evaluation.models import Evaluator
+from voicetrain.templates import write_page
 
 COMPARE_SCHEMA_VERSION = 1
 
@@ -483,126 +483,6 @@ def write_plots(out: str | os.PathLike, result: dict[str, Any]) -> dict[str, str
 
 # ----------------------------------------------------------------------------- HTML
 
-_e = html.escape
-
-_COLUMNS = (  # (key, header, format)
-    ("checkpoint", "checkpoint", "code"), ("step", "step", "int"), ("minutes", "wall min", "f2"),
-    ("distance", "distance", "dist"), ("val_loss", "val loss", "f3"), ("cer", "CER", "pct"),
-    ("wer", "WER", "pct"), ("cer_pocketsphinx", "CER ps", "pct"), ("speaker_similarity", "spk cos", "f3"), ("speaker_mismatch_rate", "nearest ≠ target", "pct"),
-    ("dnsmos_ovrl", "DNSMOS", "f2"), ("mcd_db", "MCD dB", "f2"), ("rtf", "RTF", "f3"),
-)
-
-
-def _fmt(v: Any, kind: str) -> str:
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        return "–"
-    if kind == "code":
-        return f"<code>{_e(str(v))}</code>"
-    if kind == "int":
-        return str(int(v))
-    if kind == "pct":
-        return f"{100 * v:.1f}%"
-    if kind == "f3":
-        return f"{v:.3f}"
-    if kind == "dist":
-        return f"{v:+.0f}"
-    return f"{v:.2f}"
-
-
-def _audio(src: str | None) -> str:
-    return f'<audio controls preload="none" src="{_e(src)}"></audio>' if src else "–"
-
-
-def _point_title(p: dict[str, Any]) -> str:
-    if "target_step" in p:
-        return f"step {p['target_step']}"
-    return f"{p['target_minutes']:.2f} min of training"
-
-
-def _metrics_table(p: dict[str, Any], axis: str) -> str:
-    cols = _COLUMNS
-    head = "<tr><th>run</th>" + "".join(f"<th>{_e(h)}</th>" for _, h, _ in cols) + "</tr>"
-    rows = []
-    for name, r in p["runs"].items():
-        cells = []
-        for k, _, f in cols:
-            v = r.get(k)
-            if k == "distance" and v is not None and axis == "time":
-                cells.append(f"<td>{v:+.0f} s</td>")
-            else:
-                cells.append(f"<td>{_fmt(v, f)}</td>")
-        rows.append(f"<tr><td><b>{_e(name)}</b></td>{''.join(cells)}</tr>")
-    return f"<table class='summary'>{head}{''.join(rows)}</table>"
-
-
-def _samples_table(p: dict[str, Any], sentences: list[dict[str, Any]]) -> str:
-    names = list(p["runs"])
-    has_real = any(s["real_audio"] for s in sentences)
-    head = "<tr><th>sentence</th>" + ("<th>real recording</th>" if has_real else "") + "".join(
-        f"<th>{_e(n)}<br><span class='meta'>{_e(p['runs'][n]['checkpoint'])}</span></th>" for n in names) + "</tr>"
-    rows = []
-    for s in sentences:
-        cells = p["audio"].get(s["key"], {})
-        if not any(cells.values()):
-            continue
-        real = f"<td>{_audio(s['real_audio'])}</td>" if has_real else ""
-        rows.append(f"<tr><td><span class='meta'>{_e(s['set'])}/{_e(s['id'])}</span><br>“{_e(s['text'])}”</td>{real}"
-                    + "".join(f"<td>{_audio(cells.get(n))}</td>" for n in names) + "</tr>")
-    return f"<table class='samples'>{head}{''.join(rows)}</table>"
-
-
-def _section(result: dict[str, Any], key: str, axis: str, title: str, plot: str) -> str:
-    sec = result[key]
-    pts = sec["points"]
-    if not pts:
-        return f"<h2>{_e(title)}</h2><p>No matched points.</p>"
-    img = f"<img src='{_e(result['plots'][plot])}' alt='{_e(title)}'>" if plot in result.get("plots", {}) else ""
-    parts = [f"<h2>{_e(title)}</h2><p class='meta'>{_e(sec['definition'])}.</p>{img}"]
-    for p in pts:
-        parts.append(f"<h3>{_e(_point_title(p))}</h3>{_metrics_table(p, axis)}")
-    # audio: the last point (the largest common budget) open, the others folded
-    for i, p in enumerate(reversed(pts)):
-        body = _samples_table(p, result["sentences"])
-        summary = f"Audio at {_e(_point_title(p))}"
-        parts.append(f"<details{' open' if i == 0 else ''}><summary>{summary}</summary>{body}</details>")
-    return "".join(parts)
-
-
-_CSS = """body{font-family:system-ui,sans-serif;max-width:1400px;margin:1.5em auto;padding:0 1em;color:#222}
-h1{font-size:1.5em}h2{font-size:1.2em;margin-top:1.6em;border-bottom:1px solid #ddd}h3{font-size:1em}
-table{border-collapse:collapse;margin:.4em 0}td,th{border:1px solid #ccc;padding:3px 7px;font-size:13px;vertical-align:middle}
-th{background:#f3f3f3}table.summary td{text-align:right}table.summary td:first-child{text-align:left}
-audio{height:30px;width:220px;vertical-align:middle}img{max-width:100%}summary{cursor:pointer;font-weight:600;margin:.6em 0}
-.meta{color:#666;font-size:12px}code{font-size:12px}"""
-
-
 def write_html(out: str | os.PathLike, result: dict[str, Any]) -> Path:
     """compare.html in ``out`` from the compare.json content (all paths relative to ``out``)."""
-    out = Path(out)
-    runs = "".join(
-        f"<tr><td><b>{_e(r['name'])}</b></td><td><code>{_e(r['run'])}</code></td>"
-        f"<td>{_e(r.get('finetune_strategy') or 'from scratch')}</td><td>{_e(str(r.get('model') or ''))}/"
-        f"{_e(str(r.get('preset') or ''))}</td><td>{_fmt(r.get('steps'), 'int')}</td>"
-        f"<td>{_fmt((r.get('wall_seconds') or 0) / 60 if r.get('wall_seconds') else None, 'f2')}</td>"
-        f"<td>{_fmt(r.get('final_val_loss'), 'f3')}</td><td>{_fmt(r['real'].get('cer'), 'pct')}</td>"
-        f"<td>{_fmt(r['real'].get('cer_pocketsphinx'), 'pct')}</td>"
-        f"<td><a href='{_e(r['report'])}'>report</a></td></tr>" for r in result["runs"])
-    img = (f"<img src='{_e(result['plots']['val_loss'])}' alt='validation loss'>"
-           if "val_loss" in result.get("plots", {}) else "<p>No validation rows in any metrics.csv.</p>")
-    wall = result["timings"].get("wall_seconds")
-    doc = f"""<!doctype html><html><head><meta charset="utf-8"><title>voicetrain compare</title>
-<style>{_CSS}</style></head><body>
-<h1>Comparison of {len(result['runs'])} runs</h1>
-<p class="meta">created {_e(result['created'])}{f' · {wall:.0f} s' if wall else ''} · CER/WER: {_e(' then '.join(result.get('asr', {}).get('names') or ['pocketsphinx']))}
-on the synthesized sentences (validation sentences and texts; CER ps: pocketsphinx's, the second opinion); spk cos: resemblyzer cosine to the target speaker's centroid
-(training recordings); real CER: the run's real validation recordings (the ceiling).</p>
-<table><tr><th>run</th><th>folder</th><th>strategy</th><th>model</th><th>steps</th><th>wall min</th>
-<th>final val loss</th><th>real CER</th><th>real CER ps</th><th>details</th></tr>{runs}</table>
-<h2>Validation loss</h2>{img}
-{_section(result, 'matched_time', 'time', 'At matched wall time', 'matched_time')}
-{_section(result, 'matched_steps', 'step', 'At matched steps', 'matched_steps')}
-<p class="meta">Everything on this page is in <code>compare.json</code> beside it.</p>
-</body></html>"""
-    path = out / "compare.html"
-    atomic_write_text(path, doc)
-    return path
+    return write_page(Path(out) / "compare.html", "compare.html", r=result)
