@@ -15,9 +15,10 @@ from typer.testing import CliRunner
 
 import voicetrain
 from voicetrain.cli import app
+from voicetrain.fileio import sha256_file
 from voicetrain.registry.build import register_run
 from voicetrain.registry.store import (
-    BundleNotFoundError, DamagedBundleError, ModelStore, RegistryError, VoiceRef, sha256_file, validate_name)
+    BundleNotFoundError, DamagedBundleError, ModelStore, RegistryError, VoiceRef, validate_name)
 
 TEXT = "The birch canoe slid on the smooth planks."
 

@@ -1,6 +1,8 @@
 """voicetrain: turn your own voice recordings into a fast, small text-to-speech voice."""
 
-__version__ = "0.1.0"
+from voicetrain._version import __version__
+
+__all__ = ["__version__", "load_voice"]
 
 
 def load_voice(name_or_path, store=None):

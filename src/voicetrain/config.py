@@ -12,13 +12,16 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import tempfile
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
+
+# atomic_write_bytes: only for data/report.py, evaluation/report.py and evaluation/compare.py, which still
+# import the writers from here; once they import voicetrain.fileio, it goes.
+from voicetrain.fileio import atomic_write_bytes, atomic_write_text  # noqa: F401
 
 SCHEMA_VERSION = 1
 
@@ -198,46 +201,6 @@ def _plain(v: Any) -> Any:
     return v
 
 
-def _umask_mode() -> int:
-    """0o666 minus the process umask, read without changing it (os.umask would race with threads)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return 0o666 & ~int(line.split()[1], 8)
-    except OSError:
-        pass
-    return 0o644
-
-
-def make_temp_file(target: Path, suffix: str = ".tmp") -> tuple[int, str]:
-    """A temp file beside ``target`` with ordinary permissions (mkstemp's are 0600)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
-    os.fchmod(fd, _umask_mode())
-    return fd, tmp
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = make_temp_file(path)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
 def save_yaml(obj: Any, path: str | os.PathLike) -> None:
     data = {"schema_version": SCHEMA_VERSION, **to_dict(obj)}
     atomic_write_text(path, yaml.safe_dump(data, sort_keys=False))
@@ -270,7 +233,5 @@ __all__ = [
     "to_dict",
     "save_yaml",
     "load_yaml",
-    "atomic_write_bytes",
-    "atomic_write_text",
     "field",
 ]

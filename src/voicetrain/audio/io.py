@@ -10,7 +10,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from voicetrain.config import make_temp_file
+from voicetrain.fileio import atomic_path
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 
@@ -47,6 +47,12 @@ def _load_with_ffmpeg(path: Path) -> tuple[np.ndarray, int]:
                            "-of", "default=nw=1:nk=1", str(path)], capture_output=True, text=True)
     sr = int(info.stdout.strip().splitlines()[0])
     return np.frombuffer(probe.stdout, dtype=np.float32)[None, :].copy(), sr
+
+
+def load_mono(path: str | os.PathLike) -> tuple[np.ndarray, int]:
+    """Decode ``path`` (see :func:`load_audio`) and average its channels: (samples,) float32 and the rate."""
+    audio, sr = load_audio(path)
+    return to_mono(audio), sr
 
 
 def to_mono(audio: np.ndarray) -> np.ndarray:
@@ -89,17 +95,6 @@ def integrated_loudness(audio: np.ndarray, sr: int) -> float:
 
 
 def save_wav(path: str | os.PathLike, audio: np.ndarray, sr: int) -> None:
-    """Write 16-bit PCM atomically (temp file, fsync, rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = make_temp_file(path, suffix=".wav")
-    os.close(fd)
-    try:
+    """Write 16-bit PCM atomically (see voicetrain.fileio)."""
+    with atomic_path(path, suffix=".wav") as tmp:
         sf.write(tmp, np.clip(audio, -1.0, 1.0), sr, subtype="PCM_16")
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from voicetrain.config import AudioConfig, atomic_write_bytes, atomic_write_text
+from voicetrain.config import AudioConfig
+from voicetrain.fileio import atomic_write_bytes, atomic_write_json
 
 FEATURE_VERSION = 1
 """Bump when feature extraction code changes meaning (invalidates every cache)."""
@@ -62,7 +63,7 @@ class FeatureStats:
     energy_std: float
 
     def save(self, path: str | os.PathLike) -> None:
-        atomic_write_text(path, json.dumps(asdict(self), indent=1))
+        atomic_write_json(path, asdict(self))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "FeatureStats":

@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import tempfile
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -29,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from voicetrain.config import atomic_write_text
 from voicetrain.data.formats import safe_name
+from voicetrain.fileio import atomic_path, atomic_write_json, atomic_write_text
 
 PRESETS: dict[str, tuple[str, ...]] = {
     "single": ("flite:rms",),
@@ -214,9 +213,8 @@ def _synthesize(voice: VoiceSpec, text: str, out: Path) -> None:
     """Write ``out`` atomically: a killed run leaves no half-written wav that a re-run would keep."""
     if out.exists() and out.stat().st_size > 44:
         return
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=".wav", dir=out.parent)
-    os.close(fd)
-    try:
+    with atomic_path(out, suffix=".wav") as path:
+        tmp = str(path)
         argv, stdin = voice.command(text, tmp)
         try:
             proc = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=120)
@@ -228,10 +226,6 @@ def _synthesize(voice: VoiceSpec, text: str, out: Path) -> None:
                             f"(`flite -lv`, `espeak-ng --voices`, festival: ls /usr/share/festival/voices/*)")
         if voice.shift_cents is not None:
             _shift_pitch(tmp, voice.shift_cents)
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def make_demo_corpus(out: str | os.PathLike, voices: list[str] | None = None, utterances: int = 50,
@@ -258,7 +252,7 @@ def make_demo_corpus(out: str | os.PathLike, voices: list[str] | None = None, ut
         elif any(out.iterdir()):
             raise DemoError(f"{out} is a non-empty folder; pass a new or empty folder for the demo corpus")
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / MARKER, json.dumps(params))
+    atomic_write_json(out / MARKER, params, indent=None)
 
     single = len(specs) == 1
     tasks: list[tuple[VoiceSpec, str, Path]] = []

@@ -21,7 +21,8 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from voicetrain.config import AudioConfig, QCConfig, TextConfig, atomic_write_text, load_yaml, save_yaml
+from voicetrain.config import AudioConfig, QCConfig, TextConfig, load_yaml, save_yaml
+from voicetrain.fileio import atomic_write_text
 
 
 @dataclass

@@ -31,12 +31,13 @@ from typing import Callable, TypeVar
 
 import numpy as np
 
-from voicetrain.config import SCHEMA_VERSION, AudioConfig, QCConfig, TextConfig, atomic_write_text
+from voicetrain.config import SCHEMA_VERSION, AudioConfig, QCConfig, TextConfig
 from voicetrain.data.cache import FEATURE_VERSION, FeatureStats, audio_hash, cache_path, load_features, save_features
 from voicetrain.data.formats import Corpus, CorpusFormatError, SourceItem, read_corpus
 from voicetrain.data.manifest import DatasetInfo, PreparedDataset, Utterance, write_jsonl
 from voicetrain.data.qc import (MIN_SOURCE_RATE, Issue, RateItem, Reason, check_source, check_trimmed, count_phones,
                                 duplicates, estimate_snr_db, rate_outliers, remove_dc)
+from voicetrain.fileio import atomic_write_text, sha256_file
 from voicetrain.text.phonemize import Phonemizer
 
 PREPARE_VERSION = 1
@@ -138,14 +139,6 @@ def _job_key(job: AudioJob, source_sha: str) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _reusable(job: AudioJob, key: str) -> AudioResult | None:
     """The finished result of an earlier run, when its key matches and its outputs are intact."""
     try:
@@ -193,7 +186,7 @@ def process_audio(job: AudioJob, vad_model=None) -> AudioResult:
     except OSError as e:
         res.issues.append(Issue(Reason.AUDIO_MISSING, f"{where}: cannot read ({e.strerror})").to_dict())
         return res
-    res.source_sha256 = _file_sha256(src)
+    res.source_sha256 = sha256_file(src)
     key = _job_key(job, res.source_sha256)
     cached = _reusable(job, key)
     if cached is not None:
@@ -324,10 +317,16 @@ def _run_audio_stage(jobs: list[AudioJob], workers: int, progress: bool,
 
     Returns the results by id and what ``meanwhile`` returned.
     """
-    from tqdm import tqdm
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     results: dict[str, AudioResult] = {}
-    bar = tqdm(total=len(jobs), unit="utt", desc="audio", disable=not progress, dynamic_ncols=True)
+    # refreshed on each update, no refresh thread: both cores are busy with the workers
+    bar = Progress(TextColumn("audio"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"),
+                   TimeRemainingColumn(), TextColumn("{task.fields[speed]}"), console=Console(stderr=True),
+                   auto_refresh=False, disable=not progress)
+    task = bar.add_task("audio", total=len(jobs), speed="")
+    bar.start()
     audio_seconds = 0.0
 
     def done(chunk_results: list[AudioResult]) -> None:
@@ -335,10 +334,9 @@ def _run_audio_stage(jobs: list[AudioJob], workers: int, progress: bool,
         for r in chunk_results:
             results[r.id] = r
             audio_seconds += 0.0 if r.reused else r.source_seconds
-        bar.update(len(chunk_results))
-        elapsed = bar.format_dict.get("elapsed") or 0.0
-        if elapsed > 0:
-            bar.set_postfix_str(f"{audio_seconds / elapsed:.0f}x real time", refresh=False)
+        elapsed = bar.tasks[0].elapsed or 0.0
+        bar.update(task, advance=len(chunk_results), refresh=True,
+                   speed=f"{audio_seconds / elapsed:.0f}x real time" if elapsed > 0 else "")
 
     try:
         if workers <= 1 or len(jobs) < MIN_JOBS_FOR_POOL or not _main_is_importable():
@@ -375,7 +373,7 @@ def _run_audio_stage(jobs: list[AudioJob], workers: int, progress: bool,
                         fut.cancel()
                     raise
     finally:
-        bar.close()
+        bar.stop()
     return results, side
 
 

@@ -9,7 +9,6 @@ folder, matching transcripts and same-named reference recordings, and is what
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 import time
@@ -19,10 +18,11 @@ from typing import Mapping
 
 import numpy as np
 
-from voicetrain.audio.io import load_audio, to_mono
-from voicetrain.config import AudioConfig, atomic_write_text
+from voicetrain.audio.io import load_mono
+from voicetrain.config import AudioConfig
 from voicetrain.evaluation import metrics
 from voicetrain.evaluation.models import Evaluator
+from voicetrain.fileio import atomic_write_json
 
 # ----------------------------------------------------------------------------- transcripts
 
@@ -214,11 +214,6 @@ def evaluate_utterance(
     return row
 
 
-def _load_mono(path: Path) -> tuple[np.ndarray, int]:
-    audio, sr = load_audio(path)  # raises AudioReadError naming the file
-    return to_mono(audio), sr
-
-
 def list_wavs(directory: str | os.PathLike) -> list[Path]:
     directory = Path(directory)
     if not directory.is_dir():
@@ -260,17 +255,17 @@ def evaluate_audio(
             raise FileNotFoundError(f"{reference_dir}: no reference .wav files")
         refs = {p.stem: p for p in ref_wavs}
         t0 = time.perf_counter()
-        centroid = metrics.mean_embedding([evaluator.speaker_encoder.embed(*_load_mono(p)) for p in ref_wavs])
+        centroid = metrics.mean_embedding([evaluator.speaker_encoder.embed(*load_mono(p)) for p in ref_wavs])
         _add_time(timings, "speaker", t0)
 
     rows = []
     for wav in wavs:
-        audio, sr = _load_mono(wav)
+        audio, sr = load_mono(wav)
         ref_path = refs.get(wav.stem)
         try:
             rows.append(evaluate_utterance(
                 evaluator, audio, sr, id=wav.stem, path=str(wav), text=_transcript_for(wav, table),
-                reference=_load_mono(ref_path) if ref_path else None,
+                reference=load_mono(ref_path) if ref_path else None,
                 reference_path=str(ref_path) if ref_path else None,
                 speaker_centroid=centroid, dnsmos=dnsmos, audio_cfg=audio_cfg, timings=timings))
         except Exception as e:
@@ -282,7 +277,7 @@ def evaluate_audio(
 
 
 def write_json(result: AudioEvalResult, path: str | os.PathLike) -> None:
-    atomic_write_text(path, json.dumps(result.to_dict(), indent=2, ensure_ascii=False) + "\n")
+    atomic_write_json(path, result.to_dict(), indent=2)
 
 
 # Short headers keep the table inside an 80-column terminal; the JSON has every field.

@@ -55,7 +55,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from voicetrain.config import AudioConfig, atomic_write_text
+from voicetrain.audio.io import load_mono, save_wav
+from voicetrain.config import AudioConfig
 from voicetrain.evaluation import metrics
 from voicetrain.evaluation.evaluate_audio import (
     TranscriptError,
@@ -68,6 +69,7 @@ from voicetrain.evaluation.evaluate_audio import (
 from voicetrain.evaluation.models import ASR_CHOICES, Evaluator, torch_threads
 from voicetrain.evaluation.quality import (QUALITY_RULE, choose_latest_within_noise, mean_quality, paired_difference,
                                           sentence_quality)
+from voicetrain.fileio import atomic_path, atomic_write_json, atomic_write_text
 
 EVAL_SCHEMA_VERSION = 1
 
@@ -391,13 +393,6 @@ def _run_info(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _load_mono(path: Path) -> tuple[np.ndarray, int]:
-    from voicetrain.audio.io import load_audio, to_mono
-
-    audio, sr = load_audio(path)
-    return to_mono(audio), sr
-
-
 def _mean(vals: Iterable[float | None]) -> float | None:
     v = [x for x in vals if x is not None and math.isfinite(x)]
     return float(np.mean(v)) if v else None
@@ -474,7 +469,6 @@ def evaluate_run(cfg: RunEvalConfig, *, evaluator: Evaluator | None = None) -> d
     Returns the eval.json content (a dict). Raises :class:`RunEvalError` for a run
     without checkpoints, a missing dataset, an unreadable texts file, etc.
     """
-    from voicetrain.audio.io import save_wav
     from voicetrain.config import ConfigError
     from voicetrain.data.manifest import PreparedDataset
     from voicetrain.evaluation import report
@@ -545,7 +539,7 @@ def evaluate_run(cfg: RunEvalConfig, *, evaluator: Evaluator | None = None) -> d
                 for u in us:
                     prog.step(f"speaker centroids ({spk})")
                     t0 = time.perf_counter()
-                    embs.append(evaluator.speaker_encoder.embed(*_load_mono(ds.root / u.audio)))
+                    embs.append(evaluator.speaker_encoder.embed(*load_mono(ds.root / u.audio)))
                     timings["speaker"] = timings.get("speaker", 0.0) + time.perf_counter() - t0
                 if embs:
                     centroids[spk] = metrics.mean_embedding(embs)
@@ -567,9 +561,9 @@ def evaluate_run(cfg: RunEvalConfig, *, evaluator: Evaluator | None = None) -> d
                 continue
             prog.step(f"real recordings: {it.id}")
             rel = f"audio/real/{it.id}.wav"
-            (out / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(it.real_path, out / rel)  # a copy: the report must survive moving DIR
-            audio, sr = _load_mono(it.real_path)
+            with atomic_path(out / rel) as tmp:
+                shutil.copyfile(it.real_path, tmp)  # a copy: the report must survive moving DIR
+            audio, sr = load_mono(it.real_path)
             real_audio[it.id], real_rel[it.id] = (audio, sr), rel
             ev = evaluate_utterance(evaluator, audio, sr, id=it.id, path=rel, text=it.text, dnsmos=cfg.dnsmos,
                                     audio_cfg=audio_cfg, timings=timings)
@@ -667,7 +661,7 @@ def evaluate_run(cfg: RunEvalConfig, *, evaluator: Evaluator | None = None) -> d
     result["timings"]["wall_seconds"] = time.perf_counter() - t_start
     clean = _clean(result)
     report.write_report(out, clean)
-    atomic_write_text(out / "eval.json", json.dumps(clean, indent=1, ensure_ascii=False) + "\n")
+    atomic_write_json(out / "eval.json", clean)
     return clean
 
 

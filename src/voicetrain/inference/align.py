@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import torch
 
-from voicetrain.config import atomic_write_text
 from voicetrain.data.dataset import BucketBatchSampler, TTSDataset, collate
 from voicetrain.data.manifest import PreparedDataset
+from voicetrain.fileio import atomic_write_json, atomic_write_text
 from voicetrain.inference.checkpoint import find_checkpoint, load_model
 
 
@@ -62,9 +61,9 @@ def align_dataset(run: str | os.PathLike, dataset: str | os.PathLike, out: str |
                 total = int(b.mel_lens[k]) / fps
                 rows = [{"phoneme": p, "start": round(s, 4), "end": round(e, 4), "frames": f}
                         for p, s, e, f in zip(phones, starts, ends, d)]
-                atomic_write_text(out / f"{u.id}.json", json.dumps(
-                    {"id": u.id, "speaker": u.speaker, "text": u.text, "phonemes": u.phonemes,
-                     "frames_per_second": fps, "duration": total, "alignment": rows}, ensure_ascii=False, indent=1))
+                atomic_write_json(out / f"{u.id}.json", {
+                    "id": u.id, "speaker": u.speaker, "text": u.text, "phonemes": u.phonemes,
+                    "frames_per_second": fps, "duration": total, "alignment": rows})
                 atomic_write_text(out / f"{u.id}.TextGrid", textgrid(phones, starts, ends, total))
                 n += 1
     return n

@@ -18,7 +18,6 @@ inverse STFT has no ONNX operator either); ``onnx_runtime.py`` runs it in torch.
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from dataclasses import dataclass
@@ -28,8 +27,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from voicetrain.fileio import atomic_path, atomic_write_json, sha256_file
 from voicetrain.inference.bundle import BundleParts, load_bundle_parts
-from voicetrain.registry.store import ModelStore, RegistryError, VoiceRef, is_bundle_dir, sha256_file
+from voicetrain.registry.store import ModelStore, RegistryError, VoiceRef, is_bundle_dir
 
 ONNX_FILE = "model.onnx"
 ONNX_CONFIG = "model.onnx.json"
@@ -125,8 +125,8 @@ def export_onnx(source: str | os.PathLike, out: str | os.PathLike, *, store=None
     """Write OUT/model.onnx and OUT/model.onnx.json for SOURCE (see :func:`load_source`)."""
     import time
 
-    from voicetrain import __version__
-    from voicetrain.config import atomic_write_text, make_temp_file, to_dict
+    from voicetrain._version import __version__
+    from voicetrain.config import to_dict
 
     t0 = time.perf_counter()
     parts, described = load_source(source, store, which)
@@ -138,19 +138,14 @@ def export_onnx(source: str | os.PathLike, out: str | os.PathLike, *, store=None
     example = (torch.ones(1, 8, dtype=torch.long) * min(10, len(parts.symbols) - 1), torch.zeros(1, dtype=torch.long),
                torch.tensor(1.0))
     target = out / ONNX_FILE
-    fd, tmp = make_temp_file(target)
-    os.close(fd)
     try:
-        with warnings.catch_warnings():
+        with atomic_path(target) as tmp, warnings.catch_warnings():
             # the TorchScript exporter announces its deprecation and warns about unpacking q, k, v
             warnings.simplefilter("ignore")
-            torch.onnx.export(wrapper, example, tmp, dynamo=False, opset_version=opset,
+            torch.onnx.export(wrapper, example, str(tmp), dynamo=False, opset_version=opset,
                               input_names=list(INPUTS), output_names=list(OUTPUTS),
                               dynamic_axes={"tokens": {1: "tokens"}, "mel": {2: "frames"}})
-        os.replace(tmp, target)
     except Exception as e:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
         raise ExportError(f"exporting {described} to ONNX failed: {type(e).__name__}: {e}") from e
     cfg = parts.run_cfg
     config: dict[str, Any] = {
@@ -166,7 +161,7 @@ def export_onnx(source: str | os.PathLike, out: str | os.PathLike, *, store=None
         "vocoder": _export_vocoder(parts, out), "run_config": to_dict(cfg),
     }
     cpath = out / ONNX_CONFIG
-    atomic_write_text(cpath, json.dumps(config, indent=1, ensure_ascii=False) + "\n")
+    atomic_write_json(cpath, config)
     return ExportResult(target, cpath, time.perf_counter() - t0)
 
 
@@ -183,7 +178,8 @@ def _export_vocoder(parts: BundleParts, out: Path) -> dict[str, Any] | str:
     entry: dict[str, Any] | None = None
     bundled = parts.info.get("vocoder")
     if isinstance(bundled, dict):
-        shutil.copyfile(Path(parts.path) / bundled.get("weights", VOCODER_WEIGHTS), target)
+        with atomic_path(target) as tmp:
+            shutil.copyfile(Path(parts.path) / bundled.get("weights", VOCODER_WEIGHTS), tmp)
         entry = dict(bundled, weights=VOCODER_WEIGHTS)
     elif not isinstance(bundled, str) and not is_griffin_lim(parts.run_cfg.vocoder):
         if vocoder_exists(parts.run_cfg.vocoder):

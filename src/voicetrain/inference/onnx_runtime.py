@@ -62,9 +62,9 @@ def load_onnx_synthesizer(folder: str | os.PathLike, griffin_lim_iters: int = 32
     """OUT folder of `voicetrain export` (model.onnx + model.onnx.json) -> a Synthesizer running onnxruntime."""
     from voicetrain.config import from_dict
     from voicetrain.data.cache import FeatureStats
+    from voicetrain.fileio import sha256_file
     from voicetrain.inference.synthesizer import Synthesizer
     from voicetrain.inference.vocoder import VOCODER_WEIGHTS, vocoder_from_files
-    from voicetrain.registry.store import sha256_file
     from voicetrain.run_config import RunConfig
     from voicetrain.text.symbols import SymbolTable
 

@@ -19,7 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from voicetrain._version import __version__
 from voicetrain.config import SCHEMA_VERSION, AudioConfig, ConfigError, from_dict, to_dict
+from voicetrain.fileio import atomic_path, atomic_write_json, atomic_write_text
 from voicetrain.inference.checkpoint import CheckpointError, find_checkpoint, load_checkpoint_safe
 from voicetrain.vocoders.base import Vocoder
 from voicetrain.vocoders.griffin_lim import GriffinLim
@@ -103,28 +105,21 @@ def write_pretrained_vocoder(loaded: LoadedVocoder, folder: str | os.PathLike, c
 
     ``discriminators`` ({'mpd.…': tensor, 'mrd.…': tensor}, the source's live discriminators) go to
     FOLDER/discriminators.safetensors so that ``train-vocoder --from builtin`` continues the GAN game."""
-    import json
-
     import torch
     from safetensors.torch import save_file
 
-    from voicetrain import __version__
-    from voicetrain.config import atomic_write_text
-
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to(torch.float16).contiguous().clone() for k, v in loaded.vocoder.state_dict().items()}
-    tmp = folder / (VOCODER_WEIGHTS + ".tmp")
-    save_file(state, str(tmp), metadata={"format": "pt", "dtype": "float16", "voicetrain_version": __version__})
-    os.replace(tmp, folder / VOCODER_WEIGHTS)
+    with atomic_path(folder / VOCODER_WEIGHTS) as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt", "dtype": "float16", "voicetrain_version": __version__})
     if discriminators:
         dstate = {k: v.detach().to(torch.float16).contiguous().clone() for k, v in discriminators.items()}
-        save_file(dstate, str(tmp), metadata={"format": "pt", "dtype": "float16"})
-        os.replace(tmp, folder / DISCRIMINATOR_WEIGHTS)
+        with atomic_path(folder / DISCRIMINATOR_WEIGHTS) as tmp:
+            save_file(dstate, str(tmp), metadata={"format": "pt", "dtype": "float16"})
     info = loaded.describe()
     info["source"] = {"checkpoint": Path(loaded.path).name, "step": loaded.step}
     info["facts"] = facts
-    atomic_write_text(folder / BUILTIN_JSON, json.dumps(info, indent=1, ensure_ascii=False) + "\n")
+    atomic_write_json(folder / BUILTIN_JSON, info)
     atomic_write_text(folder / "README.md", card_markdown)
     return folder
 
@@ -214,10 +209,9 @@ def save_vocoder_files(loaded: LoadedVocoder, folder: str | os.PathLike) -> dict
     """Write FOLDER/vocoder.safetensors (generator weights); return the JSON entry describing it."""
     from safetensors.torch import save_file
 
-    from voicetrain import __version__
-
     state = {k: v.detach().contiguous().clone() for k, v in loaded.vocoder.state_dict().items()}
-    save_file(state, str(Path(folder) / VOCODER_WEIGHTS), metadata={"format": "pt", "voicetrain_version": __version__})
+    with atomic_path(Path(folder) / VOCODER_WEIGHTS) as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt", "voicetrain_version": __version__})
     return loaded.describe()
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import fcntl
-import hashlib
 import json
 import os
 import re
@@ -33,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from voicetrain.config import atomic_write_text
+from voicetrain.fileio import atomic_write_json, sha256_file
 
 BUNDLE_SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -105,18 +104,10 @@ class VoiceRef:
         return f"{self.name}@{self.selector}"
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def write_manifest(folder: Path) -> dict[str, str]:
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
     hashes = {p.relative_to(folder).as_posix(): sha256_file(p) for p in files}
-    atomic_write_text(folder / MANIFEST, json.dumps({"algorithm": "sha256", "files": hashes}, indent=1) + "\n")
+    atomic_write_json(folder / MANIFEST, {"algorithm": "sha256", "files": hashes})
     return hashes
 
 
@@ -304,7 +295,7 @@ class ModelStore:
             p = d / "tags.json"
             tags = json.loads(p.read_text(encoding="utf-8")) if p.exists() else {}
             tags[tag] = path.name
-            atomic_write_text(p, json.dumps(tags, indent=1, sort_keys=True) + "\n")
+            atomic_write_json(p, tags, sort_keys=True)
         return path.name
 
     def remove(self, ref: str) -> Path:
@@ -317,11 +308,11 @@ class ModelStore:
             trash = d / f".removing-{r.selector}-{os.getpid()}"
             os.rename(path, trash)  # atomic: readers see the whole bundle or none
             removed = sorted(set(self._removed(d)) | {r.selector}, key=parse_version)
-            atomic_write_text(d / "removed.json", json.dumps(removed) + "\n")
+            atomic_write_json(d / "removed.json", removed, indent=None)
             p = d / "tags.json"
             if p.exists():
                 tags = {t: v for t, v in json.loads(p.read_text(encoding="utf-8")).items() if v != r.selector}
-                atomic_write_text(p, json.dumps(tags, indent=1, sort_keys=True) + "\n")
+                atomic_write_json(p, tags, sort_keys=True)
             _make_writable(trash)
             shutil.rmtree(trash)
         return path

@@ -242,7 +242,7 @@ def _jsonable(errors: list[dict]) -> list[dict]:
 
 
 def _version() -> str:
-    from voicetrain import __version__
+    from voicetrain._version import __version__
 
     return __version__
 

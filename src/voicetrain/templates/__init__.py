@@ -14,7 +14,7 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
-from voicetrain.config import atomic_write_text
+from voicetrain.fileio import atomic_write_text
 
 
 def num(v: Any, spec: str = ".2f") -> str:

@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from voicetrain.config import atomic_write_text
+from voicetrain.fileio import atomic_write_json
 
 PAD = "_"
 PUNCTUATION = tuple(" !'(),-.:;?\"")
@@ -48,7 +48,7 @@ class SymbolTable:
         return "".join(self.symbols[i] for i in ids if 0 < i < len(self.symbols))
 
     def save(self, path: str | os.PathLike) -> None:
-        atomic_write_text(path, json.dumps({"symbols": list(self.symbols)}, ensure_ascii=False, indent=0))
+        atomic_write_json(path, {"symbols": list(self.symbols)}, indent=0)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "SymbolTable":

@@ -106,7 +106,7 @@ class MetricsFile(L.Callback):
         self._write()
 
     def _write(self) -> None:
-        from voicetrain.config import atomic_write_text
+        from voicetrain.fileio import atomic_write_text
         import io
 
         keys: list[str] = []

@@ -25,9 +25,10 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
-from voicetrain.config import ConfigError, atomic_write_text, load_yaml
+from voicetrain.config import ConfigError, load_yaml
 from voicetrain.data.cache import FeatureStats
 from voicetrain.data.manifest import PreparedDataset
+from voicetrain.fileio import atomic_write_text
 from voicetrain.inference.checkpoint import find_checkpoint, load_model, model_state_from_checkpoint, load_checkpoint_safe
 from voicetrain.run_config import OptimConfig, RunConfig, TrainConfig
 

@@ -9,7 +9,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from voicetrain import __version__
+from voicetrain._version import __version__
 from voicetrain.config import SCHEMA_VERSION, to_dict
 from voicetrain.data.cache import FeatureStats
 from voicetrain.data.dataset import Batch

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+from voicetrain.fileio import atomic_path  # noqa: E402
 
 
 def plot_losses(rows: list[dict], path: str | os.PathLike, key: str = "loss") -> None:
@@ -25,8 +28,7 @@ def plot_losses(rows: list[dict], path: str | os.PathLike, key: str = "loss") ->
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    save_figure(fig, path, dpi=90)
 
 
 def mel_alignment_figure(mel_pred: np.ndarray, mel_true: np.ndarray | None, attention: np.ndarray | None):
@@ -49,8 +51,9 @@ def mel_alignment_figure(mel_pred: np.ndarray, mel_true: np.ndarray | None, atte
     return fig
 
 
-def save_figure(fig, path: str | os.PathLike) -> None:
-    fig.savefig(path, dpi=80)
+def save_figure(fig, path: str | os.PathLike, dpi: int = 80) -> None:
+    with atomic_path(path, suffix=Path(path).suffix) as tmp:  # the suffix names the format
+        fig.savefig(tmp, dpi=dpi)
     plt.close(fig)
 
 

@@ -104,18 +104,17 @@ class QualityTracker(L.Callback):
 
     # ------------------------------------------------------------------ scoring
     def on_fit_start(self, trainer, pl_module) -> None:
-        from voicetrain.audio.io import load_audio, to_mono
+        from voicetrain.audio.io import load_mono
         from voicetrain.evaluation import metrics
 
         t0 = time.perf_counter()
         for spk, clips in self.reference_clips.items():
-            embs = [self.evaluator.speaker_encoder.embed(to_mono(a), sr) for a, sr in map(load_audio, clips)]
+            embs = [self.evaluator.speaker_encoder.embed(a, sr) for a, sr in map(load_mono, clips)]
             if embs:
                 self.centroids[spk] = metrics.mean_embedding(embs)
         real = []
         for s in self.sentences:
-            audio, sr = load_audio(s.real_path)
-            real.append(self._score_one(s, to_mono(audio), sr))
+            real.append(self._score_one(s, *load_mono(s.real_path)))
         self.real = self._summarize(real)
         self.seconds += time.perf_counter() - t0
 

@@ -31,10 +31,11 @@ import torch
 from rich.console import Console
 from torch.utils.data import DataLoader
 
-from voicetrain.config import ConfigError, atomic_write_text, load_yaml, save_yaml
+from voicetrain.config import ConfigError, load_yaml, save_yaml
 from voicetrain.data.cache import FeatureStats
 from voicetrain.data.dataset import BucketBatchSampler, TTSDataset, collate, padded_collate
 from voicetrain.data.manifest import PreparedDataset
+from voicetrain.fileio import atomic_write_text
 from voicetrain.inference.checkpoint import find_checkpoint
 from voicetrain.inference.synthesizer import Synthesizer
 from voicetrain.models.registry import MODELS, build_model, model_config

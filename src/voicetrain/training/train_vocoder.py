@@ -33,11 +33,12 @@ import torch
 from rich.console import Console
 from torch.utils.data import DataLoader
 
-from voicetrain.config import ConfigError, atomic_write_bytes, atomic_write_text, from_dict, load_yaml, save_yaml
+from voicetrain.config import ConfigError, from_dict, load_yaml, save_yaml
 from voicetrain.data.dataset import TTSDataset, collate
 from voicetrain.data.manifest import PreparedDataset, Utterance
 from voicetrain.data.vocoder_dataset import (
     SegmentBatchSampler, VocoderDataset, collate_vocoder, generated_mel_path)
+from voicetrain.fileio import atomic_write_bytes, atomic_write_text
 from voicetrain.inference.checkpoint import find_checkpoint, load_checkpoint_safe
 from voicetrain.inference.vocoder import check_compatible
 from voicetrain.training.train import fastest_thread_count, peak_rss_mb

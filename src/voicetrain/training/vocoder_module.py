@@ -26,7 +26,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from voicetrain import __version__
+from voicetrain._version import __version__
 from voicetrain.audio.features import MelSpectrogram
 from voicetrain.config import SCHEMA_VERSION, to_dict
 from voicetrain.data.vocoder_dataset import VocoderBatch
