@@ -220,7 +220,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from voicetrain.inference.export import export_onnx
-    from voicetrain.registry.build import register_run
+    from voicetrain.inference.bundle import register_run
     from voicetrain.registry.store import ModelStore
 
     tmp = tempfile.TemporaryDirectory(prefix="vt-bench-serve-")

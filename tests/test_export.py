@@ -18,7 +18,7 @@ from voicetrain.cli import app  # noqa: E402
 from voicetrain.inference.bundle import load_voice  # noqa: E402
 from voicetrain.inference.export import export_onnx  # noqa: E402
 from voicetrain.inference.onnx_runtime import OnnxRuntimeError, load_onnx_synthesizer  # noqa: E402
-from voicetrain.registry.build import register_run  # noqa: E402
+from voicetrain.inference.bundle import register_run  # noqa: E402
 from voicetrain.registry.store import ModelStore  # noqa: E402
 
 SENTENCES = [

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 import voicetrain
 from voicetrain.cli import app
 from voicetrain.fileio import sha256_file
-from voicetrain.registry.build import register_run
+from voicetrain.inference.bundle import register_run
 from voicetrain.registry.store import (
     BundleNotFoundError, DamagedBundleError, ModelStore, RegistryError, VoiceRef, validate_name)
 

@@ -13,7 +13,7 @@ pytest.importorskip("httpx2", reason="FastAPI's TestClient (Starlette 1.x) needs
 
 from fastapi.testclient import TestClient  # noqa: E402
 
-from voicetrain.registry.build import register_run  # noqa: E402
+from voicetrain.inference.bundle import register_run  # noqa: E402
 from voicetrain.registry.store import ModelStore  # noqa: E402
 from voicetrain.serving.http import create_app, load_voices  # noqa: E402
 

@@ -557,7 +557,7 @@ def models_add_cmd(
     """Register a run's checkpoint as the next immutable version (v1, v2, ...) of NAME."""
     from voicetrain.config import ConfigError
     from voicetrain.inference.checkpoint import CheckpointError
-    from voicetrain.registry.build import register_run
+    from voicetrain.inference.bundle import register_run
     from voicetrain.registry.store import RegistryError
 
     from voicetrain.inference.checkpoint import choose_checkpoint

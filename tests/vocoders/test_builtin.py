@@ -45,7 +45,7 @@ def test_builtin_loads_offline_and_vocodes_a_mel(shipped):
 
 def test_synth_and_bundle_carry_the_builtin(shipped, tiny_run, tmp_path):
     from voicetrain.inference.synthesizer import Synthesizer
-    from voicetrain.registry.build import register_run
+    from voicetrain.inference.bundle import register_run
     from voicetrain.registry.store import ModelStore
 
     synth = Synthesizer.from_checkpoint(tiny_run, vocoder="builtin")

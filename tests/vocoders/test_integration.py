@@ -16,7 +16,7 @@ from voicetrain.cli import app
 from voicetrain.inference.checkpoint import find_checkpoint, load_checkpoint_safe, load_model
 from voicetrain.inference.synthesizer import Synthesizer
 from voicetrain.inference.vocoder import VocoderError, load_vocoder, vocoder_spec
-from voicetrain.registry.build import register_run
+from voicetrain.inference.bundle import register_run
 from voicetrain.registry.store import ModelStore
 from voicetrain.training.checkpoint_io import save_checkpoint_atomic
 from voicetrain.vocoders import GriffinLim, Vocos

@@ -1,4 +1,5 @@
-"""Versioned, immutable voice bundles (store.py) with model cards (card.py); build.py adds a run."""
+"""Versioned, immutable voice bundles (store.py) with model cards (card.py); inference/bundle.py builds and
+loads them."""
 
 from voicetrain.registry.store import (
     BundleNotFoundError, DamagedBundleError, ModelStore, RegistryError, VoiceRef, default_store_dir, verify_bundle)
