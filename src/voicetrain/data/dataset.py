@@ -163,6 +163,19 @@ def padded_collate(items: list[Item]) -> Batch:
     return collate(items, frame_multiple=32, token_multiple=8)
 
 
+def skip_consumed(sampler) -> list[list[int]]:
+    """``sampler.batches()`` for its current epoch, less the batches a resumed epoch already consumed.
+
+    ``sampler.skip = (epoch, batches_done)`` comes from the checkpoint a run resumes from; it applies
+    once, to that epoch: a resumed run then sees exactly the batches an uninterrupted one would.
+    """
+    batches = sampler.batches()
+    if sampler.skip is not None and sampler.skip[0] == sampler.epoch:
+        batches = batches[sampler.skip[1]:]
+        sampler.skip = None
+    return batches
+
+
 class BucketBatchSampler(Sampler[list[int]]):
     """Length-bucketed batches in a deterministic order for (seed, epoch).
 
@@ -172,7 +185,8 @@ class BucketBatchSampler(Sampler[list[int]]):
     """
 
     def __init__(self, lengths: list[int], batch_size: int, seed: int = 0, shuffle: bool = True,
-                 drop_last: bool = False):
+                 drop_last: bool = False, skip: tuple[int, int] | None = None):
+        self.skip = skip
         self.lengths = lengths
         self.batch_size = batch_size
         self.seed = seed
@@ -207,7 +221,7 @@ class BucketBatchSampler(Sampler[list[int]]):
         return batches
 
     def __iter__(self) -> Iterator[list[int]]:
-        yield from self.batches()
+        yield from skip_consumed(self)
 
     def __len__(self) -> int:
         n = len(self.lengths)

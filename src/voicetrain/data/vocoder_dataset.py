@@ -24,7 +24,7 @@ from torch.utils.data import Dataset, Sampler
 
 from voicetrain.audio.features import LOG_FLOOR
 from voicetrain.data.cache import cache_path, load_features
-from voicetrain.data.dataset import DataItemError
+from voicetrain.data.dataset import DataItemError, skip_consumed
 from voicetrain.data.manifest import PreparedDataset, Utterance
 
 SILENCE = float(np.log(LOG_FLOOR))
@@ -179,11 +179,7 @@ class SegmentBatchSampler(Sampler[list[int]]):
         return [order[i:i + self.batch_size].tolist() for i in range(0, full, self.batch_size)]
 
     def __iter__(self) -> Iterator[list[int]]:
-        batches = self.batches()
-        if self.skip is not None and self.skip[0] == self.epoch:
-            batches = batches[self.skip[1]:]
-            self.skip = None
-        yield from batches
+        yield from skip_consumed(self)
 
     def __len__(self) -> int:
         return max(self.n // self.batch_size, 1) if self.n else 0

@@ -15,6 +15,7 @@ from voicetrain.data.cache import FeatureStats
 from voicetrain.data.dataset import Batch
 from voicetrain.text.symbols import SymbolTable
 from voicetrain.run_config import RunConfig
+from voicetrain.training.loop import ResumableModule
 
 
 class NonFiniteLossError(RuntimeError):
@@ -33,16 +34,14 @@ def lr_factor(step: int, optim) -> float:
     return 1.0
 
 
-class TTSLightningModule(L.LightningModule):
+class TTSLightningModule(ResumableModule, L.LightningModule):
     def __init__(self, model: torch.nn.Module, run_cfg: RunConfig, symbols: SymbolTable, stats: FeatureStats):
         super().__init__()
         self.model = model
         self.run_cfg = run_cfg
         self.symbols = symbols
         self.stats = stats
-        self.resume_position: tuple[int, int] | None = None
         """(epoch, batches done in it) read from a checkpoint; the data module skips those batches."""
-        self._rng_state: torch.Tensor | None = None
         self.last_val: dict[str, float] = {}
         self.last_val_batch: tuple[Batch, Any] | None = None
         self.trainable_speaker_rows: list[int] | None = None
@@ -141,23 +140,3 @@ class TTSLightningModule(L.LightningModule):
             "symbols": list(self.symbols.symbols),
             "stats": asdict(self.stats),
         }
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["voicetrain"] = self.voicetrain_payload()
-        loop = self.trainer.fit_loop
-        # 'processed', not 'completed': a checkpoint saved in on_train_batch_end runs before
-        # Lightning counts that batch completed, and resuming must not replay it
-        done = loop.epoch_loop.batch_progress.current.processed
-        checkpoint["voicetrain_data"] = {"epoch": int(self.current_epoch), "batches_done": int(done)}
-        checkpoint["voicetrain_rng"] = torch.get_rng_state()
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        data = checkpoint.get("voicetrain_data")
-        if data:
-            self.resume_position = (data["epoch"], data["batches_done"])
-        self._rng_state = checkpoint.get("voicetrain_rng")
-
-    def on_train_start(self) -> None:
-        if self._rng_state is not None:
-            torch.set_rng_state(self._rng_state)
-            self._rng_state = None

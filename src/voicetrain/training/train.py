@@ -18,14 +18,11 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import logging
 import os
-import resource
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from rich.console import Console
@@ -33,7 +30,7 @@ from torch.utils.data import DataLoader
 
 from voicetrain.config import ConfigError, load_yaml, save_yaml
 from voicetrain.data.cache import FeatureStats
-from voicetrain.data.dataset import BucketBatchSampler, TTSDataset, collate, padded_collate
+from voicetrain.data.dataset import BucketBatchSampler, TTSDataset, padded_collate
 from voicetrain.data.manifest import PreparedDataset
 from voicetrain.fileio import atomic_write_text
 from voicetrain.inference.checkpoint import find_checkpoint
@@ -41,6 +38,8 @@ from voicetrain.inference.synthesizer import Synthesizer
 from voicetrain.models.registry import MODELS, build_model, model_config
 from voicetrain.run_config import RunConfig
 from voicetrain.text.symbols import SymbolTable
+from voicetrain.training.loop import (
+    checkpoint_pair, fastest_thread_count, fit, keep_threads, peak_rss_mb, resume_point, write_result)
 
 
 @dataclass
@@ -70,23 +69,6 @@ class RunResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-class ResumableBatchSampler(BucketBatchSampler):
-    """BucketBatchSampler that skips the batches a resumed epoch has already consumed."""
-
-    def __init__(self, *args, skip: tuple[int, int] | None = None, **kw):
-        super().__init__(*args, **kw)
-        self.skip = skip
-
-    def __iter__(self):
-        batches = self.batches()
-        if self.skip is not None and self.skip[0] == self.epoch:
-            batches = batches[self.skip[1]:]
-            self.skip = None
-        yield from batches
 
 
 def _speaker_table(cfg: RunConfig, ds: PreparedDataset) -> list[str]:
@@ -138,25 +120,13 @@ def make_loaders(ds: PreparedDataset, cfg: RunConfig, symbols: SymbolTable, stat
     train_set = TTSDataset(ds, train_utts, symbols, stats, spk)
     val_set = TTSDataset(ds, val_utts, symbols, stats, spk)
     bs = min(cfg.train.batch_size, len(train_set))
-    sampler = ResumableBatchSampler(train_set.lengths, bs, seed=cfg.train.seed, shuffle=True, skip=skip)
+    sampler = BucketBatchSampler(train_set.lengths, bs, seed=cfg.train.seed, shuffle=True, skip=skip)
     train_loader = DataLoader(train_set, batch_sampler=sampler, collate_fn=padded_collate,
                               num_workers=cfg.train.num_workers, persistent_workers=cfg.train.num_workers > 0)
     val_sampler = BucketBatchSampler(val_set.lengths, bs, shuffle=False)
     val_loader = DataLoader(val_set, batch_sampler=val_sampler, collate_fn=padded_collate, num_workers=0)
     return train_set, val_set, train_loader, val_loader
 
-
-def fastest_thread_count(measure: Callable[[], tuple[float, float]],
-                         thread_options: tuple[int, ...]) -> tuple[int, dict[int, tuple[float, float]]]:
-    """Run ``measure`` (returning seconds per step first) under each torch thread count in
-    ``thread_options`` (or the current one); leave the fastest set and return it with every result."""
-    results: dict[int, tuple[float, float]] = {}
-    for threads in thread_options or (torch.get_num_threads(),):
-        torch.set_num_threads(threads)
-        results[threads] = measure()
-    best = min(results, key=lambda k: results[k][0])
-    torch.set_num_threads(best)
-    return best, results
 
 
 def estimate_speed(model, lit_cls, cfg, symbols, stats, loader, n_steps: int = 3,
@@ -177,7 +147,7 @@ def estimate_speed(model, lit_cls, cfg, symbols, stats, loader, n_steps: int = 3
     if hasattr(m, "set_training_step"):
         m.set_training_step(start_step)
     # index batches straight from the sampler's plan: iterating the loader would consume
-    # the resume skip of a ResumableBatchSampler before training starts
+    # the resume skip of the batch sampler before training starts
     plan = loader.batch_sampler.batches()
     batches = [loader.collate_fn([loader.dataset[i] for i in plan[k % len(plan)]]) for k in range(n_steps + 1)]
     def measure() -> tuple[float, float]:
@@ -213,21 +183,16 @@ def train(dataset_dir: str | os.PathLike, run_dir: str | os.PathLike, cfg: RunCo
     init_state / setup_model: fine-tuning hooks (warm start weights, freezing).
     The process's torch thread count is restored afterwards.
     """
-    threads_before = torch.get_num_threads()
-    try:
+    with keep_threads():
         return _train(dataset_dir, run_dir, cfg, resume=resume, dry_run=dry_run, console=console,
                       init_state=init_state, setup_model=setup_model)
-    finally:
-        torch.set_num_threads(threads_before)
 
 
 def _train(dataset_dir, run_dir, cfg: RunConfig, *, resume, dry_run, console, init_state, setup_model) -> RunResult:
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
-    from lightning.pytorch.loggers import TensorBoardLogger
 
     from voicetrain.training.callbacks import EMAWeights, HealthCheck, MetricsFile, SampleWriter, TimeSnapshots
-    from voicetrain.training.checkpoint_io import AtomicCheckpointIO
     from voicetrain.training.lit_module import TTSLightningModule
 
     console = console or Console(stderr=True)
@@ -237,26 +202,10 @@ def _train(dataset_dir, run_dir, cfg: RunConfig, *, resume, dry_run, console, in
     torch.set_num_threads(threads)
     ds, cfg, symbols, stats = prepare_run(dataset_dir, run_dir, cfg)
     ckpt_dir = run_dir / "checkpoints"
-    ckpt_path: str | None = None
-    last = ckpt_dir / "last.ckpt"
-    if resume and resume != "auto" and not last.exists():
-        raise FileNotFoundError(f"--resume given but {last} does not exist")
-    from voicetrain.training.checkpoint_io import newest_resumable, remove_stale_temp_files
-
-    remove_stale_temp_files(ckpt_dir)
-    # resume position (step, sampler skip) must be known before the estimate and the loader: one peek
-    step0, skip = 0, None
-    if resume and last.exists():
-        from voicetrain.inference.checkpoint import load_checkpoint_safe
-        last = newest_resumable(ckpt_dir) or last
-        ckpt_path = str(last)
-        peek = load_checkpoint_safe(ckpt_path)
-        step0 = int(peek.get("global_step", 0))
-        data = peek.get("voicetrain_data")
-        if data:
-            skip = (data["epoch"], data["batches_done"])
-        del peek
-        console.print(f"resuming from {last}")
+    # resume position (step, sampler skip) must be known before the estimate and the loader
+    rp = resume_point(ckpt_dir, resume)
+    if rp.ckpt_path:
+        console.print(f"resuming from {rp.ckpt_path}")
 
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
     mcfg = model_config(cfg.model, cfg.preset, cfg.model_config)
@@ -268,7 +217,7 @@ def _train(dataset_dir, run_dir, cfg: RunConfig, *, resume, dry_run, console, in
     lit = TTSLightningModule(model, cfg, symbols, stats)
     lit.trainable_speaker_rows = getattr(setup_model, "trainable_speaker_rows", None)
 
-    train_set, val_set, train_loader, val_loader = make_loaders(ds, cfg, symbols, stats, skip)
+    train_set, val_set, train_loader, val_loader = make_loaders(ds, cfg, symbols, stats, rp.skip)
 
     n_params = sum(p.numel() for p in model.parameters())
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -278,11 +227,11 @@ def _train(dataset_dir, run_dir, cfg: RunConfig, *, resume, dry_run, console, in
     options = (1, cores) if cfg.train.threads == 0 and cores > 1 else ()
     # a resumed auto-thread run keeps the count it measured at its start: float sums differ between thread
     # counts, so a different choice would make the resumed run differ from an uninterrupted one
-    chosen = _threads_chosen(run_dir) if options and ckpt_path else None
+    chosen = _threads_chosen(run_dir) if options and rp.ckpt_path else None
     if chosen:
         options = (chosen,)
     est = estimate_speed(model, TTSLightningModule, cfg, symbols, stats, train_loader, thread_options=options,
-                         start_step=step0)
+                         start_step=rp.step)
     if chosen:
         console.print(f"threads: {chosen}, as measured when this run started (RUN/threads.json)")
     elif options:
@@ -310,11 +259,7 @@ def _train(dataset_dir, run_dir, cfg: RunConfig, *, resume, dry_run, console, in
     health = HealthCheck(run_dir, cfg.optim.warmup_steps, patience=t.early_stopping_patience, console=console)
     quality = _quality_tracker(ds, cfg, val_set, symbols, stats, health, console) if t.quality_sentences else None
     health.quality_tracked = quality is not None
-    periodic = ModelCheckpoint(dirpath=ckpt_dir, filename="step={step}", auto_insert_metric_name=False,
-                               every_n_train_steps=t.checkpoint_every_steps, save_top_k=t.keep_last,
-                               monitor="step", mode="max", save_last=True, save_on_train_epoch_end=False)
-    best = ModelCheckpoint(dirpath=ckpt_dir, filename="best-step={step}", auto_insert_metric_name=False,
-                           monitor="val/loss", mode="min", save_top_k=1, save_last=False)
+    periodic, best = checkpoint_pair(ckpt_dir, t.checkpoint_every_steps, t.keep_last)
     callbacks = [
         *([quality] if quality else []),  # first: HealthCheck and MetricsFile read its quality/* metrics
         health,
@@ -330,30 +275,9 @@ def _train(dataset_dir, run_dir, cfg: RunConfig, *, resume, dry_run, console, in
         callbacks.append(EMAWeights(cfg.optim.ema_decay))  # after SampleWriter: see its docstring
     if t.snapshot_minutes:
         callbacks.append(TimeSnapshots(ckpt_dir, list(t.snapshot_minutes)))
-    max_time = {"seconds": int(t.max_minutes * 60)} if t.max_minutes else None
-    val_every = min(t.val_every_steps, max(t.max_steps, 1))
-    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=".*LightningModule.*")
-    # mid-epoch resume is exact here: ResumableBatchSampler skips the consumed batches (tested)
-    warnings.filterwarnings("ignore", message=".*dataloader is not resumable.*")
-    trainer = L.Trainer(
-        default_root_dir=str(run_dir), max_steps=t.max_steps, max_time=max_time,
-        accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, precision=t.precision,
-        accumulate_grad_batches=t.accumulate, gradient_clip_val=cfg.optim.grad_clip or None,
-        val_check_interval=val_every, check_val_every_n_epoch=None, num_sanity_val_steps=0,
-        log_every_n_steps=t.log_every_steps, callbacks=callbacks,
-        logger=TensorBoardLogger(str(run_dir), name="tb", version="", default_hp_metric=False),
-        plugins=[AtomicCheckpointIO()], enable_model_summary=False, benchmark=False,
-        enable_progress_bar=True,
-    )
-    start = time.time()
-    trainer.fit(lit, train_dataloaders=train_loader, val_dataloaders=val_loader, ckpt_path=ckpt_path)
-    wall = time.time() - start
-    steps_done = trainer.global_step - step0
-    if trainer.global_step > 0 and not (ckpt_dir / "last.ckpt").exists() or _last_step(ckpt_dir) < trainer.global_step:
-        trainer.save_checkpoint(ckpt_dir / f"step={trainer.global_step}.ckpt")
-        trainer.save_checkpoint(ckpt_dir / "last.ckpt")
+    trainer, wall = fit(lit, train_loader, val_loader, run_dir, t, callbacks, rp, num_nodes=t.num_nodes,
+                        accumulate_grad_batches=t.accumulate, gradient_clip_val=cfg.optim.grad_clip or None)
+    steps_done = trainer.global_step - rp.step
     m = trainer.callback_metrics
     # Lightning's Timer also sets should_stop, so ask the health check whether it stopped the run
     early = "early-stop" in health.warned
@@ -369,7 +293,7 @@ def _train(dataset_dir, run_dir, cfg: RunConfig, *, resume, dry_run, console, in
         estimate=est, stopped_because=stopped,
         extra={"quality": quality.summary() if quality is not None else None},
     )
-    atomic_write_text(run_dir / "result.json", json.dumps(dataclasses.asdict(result), indent=1))
+    write_result(run_dir, result)
     return result
 
 
@@ -411,9 +335,3 @@ def _threads_chosen(run_dir: Path) -> int | None:
         return None
     return n if isinstance(n, int) and n >= 1 else None
 
-
-def _last_step(ckpt_dir: Path) -> int:
-    from voicetrain.inference.checkpoint import checkpoint_step
-
-    steps = [checkpoint_step(p) for p in ckpt_dir.glob("step=*.ckpt")]
-    return max(steps, default=-1)

@@ -20,10 +20,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import logging
 import os
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,7 +39,8 @@ from voicetrain.data.vocoder_dataset import (
 from voicetrain.fileio import atomic_write_bytes, atomic_write_text
 from voicetrain.inference.checkpoint import find_checkpoint, load_checkpoint_safe
 from voicetrain.inference.vocoder import check_compatible
-from voicetrain.training.train import fastest_thread_count, peak_rss_mb
+from voicetrain.training.loop import (
+    checkpoint_pair, fastest_thread_count, fit, keep_threads, peak_rss_mb, resume_point, write_result)
 from voicetrain.vocoder_config import VocoderRunConfig
 from voicetrain.vocoders import discriminators
 from voicetrain.vocoders.registry import build_vocoder, vocoder_config
@@ -234,27 +233,6 @@ def estimate_speed(lit, batches, thread_options: tuple[int, ...] = ()) -> Vocode
 # ----------------------------------------------------------------------------- training
 
 
-def _final_checkpoint_callback(ckpt_dir: Path):
-    from lightning.pytorch.callbacks import Checkpoint
-
-    class FinalCheckpoint(Checkpoint):
-        """Saves step=N.ckpt and last.ckpt on the last step, *inside* the loop.
-
-        A save after ``fit`` returns records a mid-epoch stop as a finished epoch (Lightning closes the
-        epoch when max_steps or max_time ends it), so a resume from it would skip the rest of that epoch's
-        batches. Being a Checkpoint, this runs after Lightning's Timer and so sees its stop request.
-        """
-
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-            step = trainer.global_step
-            last = 0 < trainer.max_steps <= step
-            if (last or trainer.should_stop) and not (ckpt_dir / f"step={step}.ckpt").exists():
-                trainer.save_checkpoint(ckpt_dir / f"step={step}.ckpt")
-                trainer.save_checkpoint(ckpt_dir / "last.ckpt")
-
-    return FinalCheckpoint()
-
-
 def _builtin_run_config() -> VocoderRunConfig:
     import json
 
@@ -319,35 +297,24 @@ def train_vocoder(dataset_dir: str | os.PathLike, run_dir: str | os.PathLike, cf
     init_from: a vocoder RUN or checkpoint to warm-start from (ignored when resuming).
     The process's torch thread count is restored afterwards.
     """
-    threads_before = torch.get_num_threads()
-    try:
+    with keep_threads():
         return _train_vocoder(dataset_dir, run_dir, cfg, resume=resume, init_from=init_from, dry_run=dry_run,
                               console=console or Console(stderr=True))
-    finally:
-        torch.set_num_threads(threads_before)
 
 
 def _train_vocoder(dataset_dir, run_dir, cfg: VocoderRunConfig, *, resume, init_from, dry_run,
                    console: Console) -> VocoderRunResult:
     import lightning as L
-    from lightning.pytorch.callbacks import ModelCheckpoint
-    from lightning.pytorch.loggers import TensorBoardLogger
 
     from voicetrain.training.callbacks import EMAWeights, MetricsFile, TimeSnapshots, VocoderSamples
-    from voicetrain.training.checkpoint_io import AtomicCheckpointIO
     from voicetrain.training.vocoder_module import VocoderLightningModule
 
     run_dir = Path(run_dir)
     cores = os.cpu_count() or 1
     torch.set_num_threads(cfg.train.threads or cores)
     ckpt_dir = run_dir / "checkpoints"
-    last = ckpt_dir / "last.ckpt"
-    if resume and resume != "auto" and not last.exists():
-        raise FileNotFoundError(f"--resume given but {last} does not exist")
-    from voicetrain.training.checkpoint_io import newest_resumable, remove_stale_temp_files
-
-    remove_stale_temp_files(ckpt_dir)
-    ckpt_path = str(newest_resumable(ckpt_dir)) if resume and last.exists() else None
+    rp = resume_point(ckpt_dir, resume)
+    ckpt_path = rp.ckpt_path
     from voicetrain.inference.vocoder import is_builtin
 
     if init_from and not ckpt_path and is_builtin(init_from):
@@ -360,7 +327,7 @@ def _train_vocoder(dataset_dir, run_dir, cfg: VocoderRunConfig, *, resume, init_
             old = from_dict(VocoderRunConfig, src["vocoder_run_config"], where=f"{init_from}:vocoder_run_config")
             cfg = dataclasses.replace(cfg, **{f: getattr(old, f) for f in _MODEL_FIELDS})
     if ckpt_path:
-        console.print(f"resuming from {last}")
+        console.print(f"resuming from {ckpt_path}")
     ds, cfg = prepare_vocoder_run(dataset_dir, run_dir, cfg)
 
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
@@ -381,15 +348,10 @@ def _train_vocoder(dataset_dir, run_dir, cfg: VocoderRunConfig, *, resume, init_
         mel_dir = run_dir / "generated_mels"
         generate_teacher_forced_mels(cfg.on_generated, ds, train_utts + val_utts, mel_dir, console)
 
-    skip = None
-    if ckpt_path:
-        data = load_checkpoint_safe(ckpt_path).get("voicetrain_data")
-        if data:
-            skip = (data["epoch"], data["batches_done"])
     t = cfg.train
     train_set = VocoderDataset(ds, train_utts, t.segment_frames, t.seed, mel_dir)
     val_set = VocoderDataset(ds, val_utts, None, mel_dir=mel_dir, max_frames=t.val_max_frames)
-    sampler = SegmentBatchSampler(len(train_set), t.batch_size, t.seed, skip=skip)
+    sampler = SegmentBatchSampler(len(train_set), t.batch_size, t.seed, skip=rp.skip)
     train_loader = DataLoader(train_set, batch_sampler=sampler, collate_fn=collate_vocoder,
                               num_workers=t.num_workers, persistent_workers=t.num_workers > 0)
     val_loader = DataLoader(val_set, batch_size=1, shuffle=False, collate_fn=collate_vocoder, num_workers=0)
@@ -419,39 +381,16 @@ def _train_vocoder(dataset_dir, run_dir, cfg: VocoderRunConfig, *, resume, init_
                                 est, stopped_because="dry-run")
 
     real = [(u.id, val_set[i].audio.numpy()) for i, u in enumerate(val_set.utts)]
-    periodic = ModelCheckpoint(dirpath=ckpt_dir, filename="step={step}", auto_insert_metric_name=False,
-                               every_n_train_steps=t.checkpoint_every_steps, save_top_k=t.keep_last,
-                               monitor="step", mode="max", save_last=True, save_on_train_epoch_end=False)
-    best = ModelCheckpoint(dirpath=ckpt_dir, filename="best-step={step}", auto_insert_metric_name=False,
-                           monitor="val/loss", mode="min", save_top_k=1, save_last=False)
+    periodic, best = checkpoint_pair(ckpt_dir, t.checkpoint_every_steps, t.keep_last)
     callbacks = [MetricsFile(run_dir, t.log_every_steps, plot_key="mel"),
-                 VocoderSamples(run_dir, t.sample_every_steps, cfg.audio.sample_rate, real), periodic, best,
-                 _final_checkpoint_callback(ckpt_dir)]
+                 VocoderSamples(run_dir, t.sample_every_steps, cfg.audio.sample_rate, real), periodic, best]
     if t.snapshot_minutes:
         callbacks.append(TimeSnapshots(ckpt_dir, list(t.snapshot_minutes)))
     if cfg.optim.ema_decay > 0:
         callbacks.append(EMAWeights(cfg.optim.ema_decay))  # after VocoderSamples: see its docstring
-    max_time = {"seconds": int(t.max_minutes * 60)} if t.max_minutes else None
-    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=".*LightningModule.*")
-    warnings.filterwarnings("ignore", message=".*dataloader is not resumable.*")
-    # the state after the step is what we want saved (the warning is about pre-step state)
-    warnings.filterwarnings("ignore", message=".*ModelCheckpoint with manual optimization.*")
-    trainer = L.Trainer(
-        default_root_dir=str(run_dir), max_steps=t.max_steps, max_time=max_time,
-        accelerator=t.accelerator, devices=t.devices, precision=t.precision,
-        val_check_interval=min(t.val_every_steps, max(t.max_steps, 1)), check_val_every_n_epoch=None,
-        num_sanity_val_steps=0, log_every_n_steps=t.log_every_steps, callbacks=callbacks,
-        logger=TensorBoardLogger(str(run_dir), name="tb", version="", default_hp_metric=False),
-        plugins=[AtomicCheckpointIO()], enable_model_summary=False, benchmark=False, enable_progress_bar=True,
-    )
-    step0 = int(load_checkpoint_safe(ckpt_path).get("global_step", 0)) if ckpt_path else 0
-    start = time.time()
-    trainer.fit(lit, train_dataloaders=train_loader, val_dataloaders=val_loader, ckpt_path=ckpt_path)
-    wall = time.time() - start
+    trainer, wall = fit(lit, train_loader, val_loader, run_dir, t, callbacks, rp)
     m = trainer.callback_metrics
-    steps_done = trainer.global_step - step0
+    steps_done = trainer.global_step - rp.step
     result = VocoderRunResult(
         run_dir=str(run_dir), steps=trainer.global_step, wall_seconds=wall,
         steps_per_second=steps_done / wall if wall > 0 else 0.0, peak_rss_mb=peak_rss_mb(),
@@ -462,7 +401,7 @@ def _train_vocoder(dataset_dir, run_dir, cfg: VocoderRunConfig, *, resume, init_
         generator_parameters=n_gen, discriminator_parameters=n_disc, estimate=est,
         stopped_because="max_steps" if trainer.global_step >= t.max_steps else "time limit",
     )
-    atomic_write_text(run_dir / "result.json", json.dumps(dataclasses.asdict(result), indent=1))
+    write_result(run_dir, result)
     return result
 
 

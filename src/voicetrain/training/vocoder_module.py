@@ -33,13 +33,14 @@ from voicetrain.data.vocoder_dataset import VocoderBatch
 from voicetrain.vocoder_config import VocoderRunConfig
 from voicetrain.vocoders import losses
 from voicetrain.vocoders.discriminators import MultiPeriodDiscriminator, MultiResolutionDiscriminator
+from voicetrain.training.loop import ResumableModule
 
 
 class NonFiniteVocoderLossError(RuntimeError):
     """A vocoder loss term is NaN/Inf; names the step and suggests a fix."""
 
 
-class VocoderLightningModule(L.LightningModule):
+class VocoderLightningModule(ResumableModule, L.LightningModule):
     def __init__(self, generator: torch.nn.Module, mpd: MultiPeriodDiscriminator, mrd: MultiResolutionDiscriminator,
                  cfg: VocoderRunConfig, model_config: dict[str, Any]):
         super().__init__()
@@ -51,7 +52,6 @@ class VocoderLightningModule(L.LightningModule):
         self.model_config = dict(model_config)
         """The generator's full config (preset + overrides resolved): what synthesis rebuilds it from."""
         self.mel = MelSpectrogram(cfg.audio)  # filterbank and window as non-persistent buffers
-        self._rng_state: torch.Tensor | None = None
         self.val_audio: list[tuple[str, torch.Tensor]] = []
         """(id, generated wav) of the last validation, for the sample writer."""
 
@@ -190,19 +190,3 @@ class VocoderLightningModule(L.LightningModule):
         return {"schema_version": SCHEMA_VERSION, "version": __version__, "kind": "vocoder",
                 "vocoder": self.cfg.model, "model_config": dict(self.model_config), "audio": to_dict(self.cfg.audio),
                 "vocoder_run_config": to_dict(self.cfg)}
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["voicetrain"] = self.voicetrain_payload()
-        # "processed", not "completed": a save from on_train_batch_end (periodic and final checkpoints)
-        # runs before Lightning counts the batch completed, and the resumed sampler must skip it too
-        done = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
-        checkpoint["voicetrain_data"] = {"epoch": int(self.current_epoch), "batches_done": int(done)}
-        checkpoint["voicetrain_rng"] = torch.get_rng_state()
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self._rng_state = checkpoint.get("voicetrain_rng")
-
-    def on_train_start(self) -> None:
-        if self._rng_state is not None:
-            torch.set_rng_state(self._rng_state)
-            self._rng_state = None
