@@ -108,6 +108,10 @@ def check_cmd(
 # ---------------------------------------------------------------- training (train, synth, align)
 
 
+_SET_HELP = ("Any config value as SECTION.KEY=VALUE (repeatable), checked like the YAML file: e.g. --set "
+             "optim.lr=1e-3 --set train.val_every_steps=100 --set model_config.hidden=192.")
+
+
 @app.command("train")
 def train_cmd(
     dataset: Path = typer.Argument(..., help="A prepared DATASET folder (from `voicetrain prepare`)."),
@@ -136,32 +140,27 @@ def train_cmd(
     dry_run: bool = typer.Option(False, "--dry-run", help="Measure speed and memory on a few batches, print the ETA, stop."),
     vocoder: Optional[str] = typer.Option(None, "--vocoder", help="The voice's vocoder: 'griffin-lim' (default) or "
                                           "a vocoder RUN folder from `voicetrain train-vocoder`."),
+    assignments: Optional[list[str]] = typer.Option(None, "--set", help=_SET_HELP),
 ) -> None:
     """Train a voice: FastSpeech 2 (default) on a prepared dataset, with checkpoints, plots and samples in RUN."""
-    import dataclasses
-
-    from voicetrain.config import ConfigError, load_yaml
+    from voicetrain.config import ConfigError, load_yaml, with_overrides
     from voicetrain.data.dataset import DataItemError
     from voicetrain.run_config import RunConfig
     from voicetrain.training.train import train
 
     try:
-        cfg = load_yaml(RunConfig, config) if config else RunConfig()
         from voicetrain.inference.vocoder import vocoder_spec
 
-        top = {k: v for k, v in {"model": model, "preset": preset}.items() if v is not None}
-        if vocoder is not None:
-            top["vocoder"] = vocoder_spec(vocoder)
-        tr = {k: v for k, v in {"batch_size": batch_size, "max_steps": max_steps, "max_minutes": max_minutes,
-                                 "accumulate": accumulate, "precision": precision, "devices": devices,
-                                 "num_nodes": num_nodes, "overfit": overfit, "early_stopping_patience": early_stop,
-                                 "threads": threads, "seed": seed,
-                                 "quality_sentences": quality_sentences}.items() if v is not None}
-        opt = {"lr": lr} if lr is not None else {}
+        flags = {"model": model, "preset": preset, "vocoder": vocoder_spec(vocoder) if vocoder is not None else None,
+                 "optim.lr": lr, "train.batch_size": batch_size, "train.max_steps": max_steps,
+                 "train.max_minutes": max_minutes, "train.accumulate": accumulate, "train.precision": precision,
+                 "train.devices": devices, "train.num_nodes": num_nodes, "train.overfit": overfit,
+                 "train.early_stopping_patience": early_stop, "train.threads": threads, "train.seed": seed,
+                 "train.quality_sentences": quality_sentences}
         if max_minutes is not None and max_steps is None and not config:
-            tr["max_steps"] = 10_000_000  # the time cap decides
-        cfg = dataclasses.replace(cfg, **top, train=dataclasses.replace(cfg.train, **tr),
-                                  optim=dataclasses.replace(cfg.optim, **opt))
+            flags["train.max_steps"] = 10_000_000  # the time cap decides
+        cfg = with_overrides(load_yaml(RunConfig, config) if config else RunConfig(),
+                             [(k, v) for k, v in flags.items() if v is not None] + list(assignments or []))
         result = train(dataset, out, cfg, resume="auto" if resume else False, dry_run=dry_run)
     except (ConfigError, FileNotFoundError, DataItemError) as e:
         _fail(str(e))
@@ -234,27 +233,22 @@ def train_vocoder_cmd(
     seed: Optional[int] = typer.Option(None, "--seed"),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue from VOCODER_RUN/checkpoints/last.ckpt."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Measure seconds per step and memory, then stop."),
+    assignments: Optional[list[str]] = typer.Option(None, "--set", help=_SET_HELP),
 ) -> None:
     """Train a neural vocoder (Vocos) on a prepared dataset; use it with `synth/eval/models add --vocoder VOCODER_RUN`."""
-    import dataclasses
-
-    from voicetrain.config import ConfigError, load_yaml
+    from voicetrain.config import ConfigError, load_yaml, with_overrides
     from voicetrain.data.dataset import DataItemError
     from voicetrain.inference.checkpoint import CheckpointError
     from voicetrain.training.train_vocoder import train_vocoder
     from voicetrain.vocoder_config import VocoderRunConfig
 
     try:
-        cfg = load_yaml(VocoderRunConfig, config) if config else VocoderRunConfig()
-        tr = {k: v for k, v in {"max_steps": max_steps, "max_minutes": max_minutes, "batch_size": batch_size,
-                                 "segment_frames": segment_frames, "threads": threads, "seed": seed}.items()
-              if v is not None}
-        cfg = dataclasses.replace(
-            cfg, **({"preset": preset} if preset else {}),
-            **({"on_generated": str(on_generated.resolve())} if on_generated else {}),
-            train=dataclasses.replace(cfg.train, **tr),
-            optim=dataclasses.replace(cfg.optim, **({"lr": lr} if lr is not None else {})),
-            loss=dataclasses.replace(cfg.loss, **({"gan_start_step": gan_start} if gan_start is not None else {})))
+        flags = {"preset": preset, "on_generated": on_generated and str(on_generated.resolve()),
+                 "train.max_steps": max_steps, "train.max_minutes": max_minutes, "train.batch_size": batch_size,
+                 "train.segment_frames": segment_frames, "train.threads": threads, "train.seed": seed,
+                 "optim.lr": lr, "loss.gan_start_step": gan_start}
+        cfg = with_overrides(load_yaml(VocoderRunConfig, config) if config else VocoderRunConfig(),
+                             [(k, v) for k, v in flags.items() if v is not None] + list(assignments or []))
         if on_generated and not on_generated.exists():
             raise FileNotFoundError(f"--on-generated {on_generated} does not exist; give an acoustic RUN folder")
         result = train_vocoder(dataset, out, cfg, resume="auto" if resume else False, init_from=init_from,

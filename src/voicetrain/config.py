@@ -224,6 +224,44 @@ def load_yaml(cls: type[T], path: str | os.PathLike) -> T:
     return from_dict(cls, data, where=str(path))
 
 
+def parse_assignment(text: str) -> tuple[str, Any]:
+    """``'optim.lr=1e-3'`` -> ``('optim.lr', 0.001)``: the value is read as YAML (numbers, booleans, lists)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. optim.lr=1e-3 or train.batch_size=8")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--set {text!r}: the value is not valid YAML ({e})") from None
+    if isinstance(value, str):  # YAML 1.1 reads '1e-3' (no dot) as a string
+        try:
+            value = float(value) if any(c in value for c in ".eE") else int(value)
+        except ValueError:
+            pass
+    return key.strip(), value
+
+
+def with_overrides(obj: T, assignments: "typing.Iterable[str | tuple[str, Any]]", where: str = "--set") -> T:
+    """``obj`` (a config dataclass) with dotted assignments applied through the strict loader.
+
+    Every flag and ``--set section.key=value`` goes through here, so an unknown key, a wrong type or an
+    out-of-range value is the same named ConfigError as in a YAML file, and no default is copied anywhere.
+    """
+    data = to_dict(obj)
+    for item in assignments:
+        key, value = parse_assignment(item) if isinstance(item, str) else item
+        *sections, name = key.split(".")
+        node = data
+        for i, part in enumerate(sections):
+            if not isinstance(node.get(part), dict):
+                here = ".".join(sections[:i + 1])
+                valid = sorted(k for k, v in node.items() if isinstance(v, dict))
+                raise ConfigError(f"{where} {key}: {here!r} is not a section; sections: {', '.join(valid)}")
+            node = node[part]
+        node[name] = value
+    return from_dict(type(obj), data, where=where)
+
+
 __all__ = [
     "AudioConfig",
     "TextConfig",
@@ -233,5 +271,6 @@ __all__ = [
     "to_dict",
     "save_yaml",
     "load_yaml",
+    "with_overrides",
     "field",
 ]

@@ -121,3 +121,28 @@ def test_out_of_range_yaml_values_are_named(prepared_demo_dataset, tmp_path):
 def test_synth_gl_iters_must_be_positive(tiny_run, tmp_path):
     r = runner.invoke(app, ["synth", str(tiny_run), "--text", "Hi.", "--out", str(tmp_path / "x.wav"), "--gl-iters", "0"])
     assert r.exit_code == 1 and "--gl-iters" in r.output and not (tmp_path / "x.wav").exists()
+
+
+def test_train_cli_set_reaches_the_saved_config(prepared_demo_dataset, tmp_path):
+    import yaml
+
+    r = runner.invoke(app, ["train", str(prepared_demo_dataset), "--out", str(tmp_path / "r"), "--preset", "tiny",
+                            "--dry-run", "--lr", "2e-3", "--set", "train.val_every_steps=7",
+                            "--set", "optim.warmup_steps=11", "--set", "model_config.hidden=48"])
+    assert r.exit_code == 0, r.output
+    saved = yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())
+    assert saved["optim"]["lr"] == 2e-3 and saved["optim"]["warmup_steps"] == 11
+    assert saved["train"]["val_every_steps"] == 7 and saved["model_config"] == {"hidden": 48}
+
+
+@pytest.mark.parametrize("assignment, says", [
+    ("optim.lrr=1", "unknown key(s) 'lrr'"),
+    ("train.batch_size=0", "train.batch_size: 0"),
+    ("nosuch.key=1", "'nosuch' is not a section"),
+    ("train.batch_size", "expected KEY=VALUE"),
+])
+def test_train_cli_set_is_checked_like_yaml(prepared_demo_dataset, tmp_path, assignment, says):
+    r = runner.invoke(app, ["train", str(prepared_demo_dataset), "--out", str(tmp_path / "r"), "--preset", "tiny",
+                            "--dry-run", "--set", assignment])
+    assert r.exit_code == 1 and says in r.output, r.output
+    assert not (tmp_path / "r" / "config.yaml").exists()
