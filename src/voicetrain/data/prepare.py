@@ -21,10 +21,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import multiprocessing
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, TypeVar
@@ -39,6 +37,7 @@ from voicetrain.data.qc import (MIN_SOURCE_RATE, Issue, RateItem, Reason, check_
                                 duplicates, estimate_snr_db, rate_outliers, remove_dc)
 from voicetrain.fileio import atomic_write_text, sha256_file
 from voicetrain.text.phonemize import Phonemizer
+from voicetrain.workers import main_is_importable, run_chunks
 
 PREPARE_VERSION = 1
 """Bump when the audio stage changes meaning (invalidates every done marker)."""
@@ -265,30 +264,6 @@ def _header_problem(src: Path, job, where: str) -> Issue | None:
     return None
 
 
-def _init_worker(main_pid: int) -> None:
-    # Two worker processes on two cores: intra-op threads would only oversubscribe them.
-    import threading
-
-    import torch
-
-    torch.set_num_threads(1)
-    # If the main process is killed (SIGKILL, OOM), ProcessPoolExecutor's workers wait
-    # forever on a queue whose write end they hold themselves, and keep the forkserver
-    # alive too. Exit when the main process is gone.
-    threading.Thread(target=_exit_when_gone, args=(main_pid,), daemon=True).start()
-
-
-def _exit_when_gone(pid: int, interval: float = 1.0) -> None:
-    while True:
-        time.sleep(interval)
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            os._exit(1)
-        except PermissionError:  # alive, owned by someone else: cannot happen for our parent
-            pass
-
-
 def _load_vad(qc: QCConfig):
     if qc.vad != "silero":
         return None
@@ -301,14 +276,6 @@ def process_chunk(jobs: list[AudioJob]) -> list[AudioResult]:
     """A few utterances per task: amortizes IPC and the silero model load over the chunk."""
     vad_model = _load_vad(jobs[0].qc_cfg) if jobs else None
     return [process_audio(j, vad_model) for j in jobs]
-
-
-def _main_is_importable() -> bool:
-    """Worker processes re-import ``__main__`` from its file; code fed through stdin has none."""
-    import sys
-
-    path = getattr(sys.modules.get("__main__"), "__file__", None)
-    return path is None or os.path.isfile(path)
 
 
 def _run_audio_stage(jobs: list[AudioJob], workers: int, progress: bool,
@@ -339,7 +306,7 @@ def _run_audio_stage(jobs: list[AudioJob], workers: int, progress: bool,
                    speed=f"{audio_seconds / elapsed:.0f}x real time" if elapsed > 0 else "")
 
     try:
-        if workers <= 1 or len(jobs) < MIN_JOBS_FOR_POOL or not _main_is_importable():
+        if workers <= 1 or len(jobs) < MIN_JOBS_FOR_POOL or not main_is_importable():
             import torch
 
             threads = torch.get_num_threads()
@@ -352,26 +319,9 @@ def _run_audio_stage(jobs: list[AudioJob], workers: int, progress: bool,
             finally:
                 torch.set_num_threads(threads)
         else:
-            # forkserver: workers fork from a clean server that has imported this module
-            # (torch, librosa) once, instead of forking a parent whose torch thread pool may
-            # be running (unsafe) or spawning fresh interpreters (seconds of imports each).
-            ctx = multiprocessing.get_context("forkserver")
-            ctx.set_forkserver_preload(_PRELOAD)
             size = max(1, min(8, math.ceil(len(jobs) / (workers * 8))))
-            chunks = [jobs[i:i + size] for i in range(0, len(jobs), size)]
-            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
-                                     initargs=(os.getpid(),)) as pool:
-                futures = [pool.submit(process_chunk, c) for c in chunks]
-                try:
-                    # The forkserver spends seconds importing torch on one core: use the other.
-                    side = meanwhile()
-                    for fut in as_completed(futures):
-                        done(fut.result())
-                except BaseException:
-                    # Fail now (bad --language, Ctrl-C), not after the queued utterances finish.
-                    for fut in futures:
-                        fut.cancel()
-                    raise
+            side = run_chunks(process_chunk, [jobs[i:i + size] for i in range(0, len(jobs), size)], workers,
+                              _PRELOAD, done, meanwhile)
     finally:
         bar.stop()
     return results, side

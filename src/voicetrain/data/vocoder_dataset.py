@@ -185,5 +185,29 @@ class SegmentBatchSampler(Sampler[list[int]]):
         return max(self.n // self.batch_size, 1) if self.n else 0
 
 
+def write_teacher_forced_mels(model, symbols, stats, speaker_ids: dict[str, int], ds: PreparedDataset,
+                              utts: list[Utterance], out_dir: Path) -> None:
+    """An acoustic ``model``'s teacher-forced mels (aligner durations, real pitch and energy) for ``utts``, as
+    un-normalized log-mels in OUT_DIR/AUDIOHASH.npy (:func:`generated_mel_path`), frame for frame aligned with
+    the real audio: a vocoder fine-tuned on them learns the model's smoothing, not a different timing."""
+    from voicetrain.data.dataset import TTSDataset, collate
+    from voicetrain.fileio import atomic_path
+
+    items = TTSDataset(ds, utts, symbols, stats, speaker_ids)
+    mean = torch.tensor(stats.mel_mean)[:, None]
+    std = torch.tensor(stats.mel_std)[:, None]
+    model = model.eval()
+    with torch.inference_mode():
+        for i, u in enumerate(utts):
+            b = collate([items[i]])
+            out = model(b.tokens, b.token_lens, b.mels, b.mel_lens, b.pitch, b.voiced, b.energy, b.speakers)
+            T = int(b.mel_lens[0])
+            mel = out.mel[0, :, :T] * std + mean
+            if mel.shape[1] < T:  # a reduction-factor decoder may stop short: hold the last frame
+                mel = torch.cat([mel, mel[:, -1:].expand(-1, T - mel.shape[1])], dim=1)
+            with atomic_path(generated_mel_path(out_dir, u), suffix=".npy") as tmp:
+                np.save(tmp, np.ascontiguousarray(mel.float().numpy(), dtype=np.float32), allow_pickle=False)
+
+
 __all__ = ["VocoderDataset", "VocoderBatch", "VocoderItem", "SegmentBatchSampler", "collate_vocoder",
-           "generated_mel_path", "SILENCE"]
+           "generated_mel_path", "write_teacher_forced_mels", "SILENCE"]

@@ -32,11 +32,10 @@ from rich.console import Console
 from torch.utils.data import DataLoader
 
 from voicetrain.config import ConfigError, from_dict, load_yaml, save_yaml
-from voicetrain.data.dataset import TTSDataset, collate
 from voicetrain.data.manifest import PreparedDataset, Utterance
 from voicetrain.data.vocoder_dataset import (
-    SegmentBatchSampler, VocoderDataset, collate_vocoder, generated_mel_path)
-from voicetrain.fileio import atomic_write_bytes, atomic_write_text
+    SegmentBatchSampler, VocoderDataset, collate_vocoder, generated_mel_path, write_teacher_forced_mels)
+from voicetrain.fileio import atomic_write_text
 from voicetrain.inference.checkpoint import find_checkpoint, load_checkpoint_safe
 from voicetrain.inference.vocoder import check_compatible
 from voicetrain.training.loop import (
@@ -130,13 +129,9 @@ def prepare_vocoder_run(dataset_dir: str | os.PathLike, run_dir: str | os.PathLi
 
 def generate_teacher_forced_mels(acoustic: str | os.PathLike, ds: PreparedDataset, utts: list[Utterance],
                                  out_dir: Path, console: Console | None = None) -> dict[str, Any]:
-    """The acoustic model's teacher-forced mels (aligner durations, real pitch and energy) for ``utts``, as
-    un-normalized log-mels in OUT_DIR/AUDIOHASH.npy, frame for frame aligned with the real audio.
-
-    This is what the acoustic model outputs when it gets the timing right: fine-tuning the vocoder on it
-    teaches the vocoder the model's over-smoothing without teaching it a different timing. Files are reused
-    while OUT_DIR/source.json names the same checkpoint (path, size and mtime).
-    """
+    """The ``acoustic`` run's teacher-forced mels for ``utts`` in OUT_DIR (the voice's checkpoint, its speaker
+    table checked; see :func:`voicetrain.data.vocoder_dataset.write_teacher_forced_mels`). Files are reused
+    while OUT_DIR/source.json names the same checkpoint (path, size and mtime)."""
     from voicetrain.inference.checkpoint import load_model
 
     ckpt = find_checkpoint(acoustic, "best")
@@ -162,30 +157,9 @@ def generate_teacher_forced_mels(acoustic: str | os.PathLike, ds: PreparedDatase
         raise ConfigError(f"speaker(s) {', '.join(missing)} of {ds.root} are not in the speaker table of {ckpt} "
                           f"({', '.join(run_cfg.speakers)}); --on-generated needs an acoustic run trained (or "
                           "fine-tuned) on this dataset's speakers")
-    items = TTSDataset(ds, todo, loaded.symbols, loaded.stats, spk)
-    mean = torch.tensor(loaded.stats.mel_mean)[:, None]
-    std = torch.tensor(loaded.stats.mel_std)[:, None]
-    model = loaded.model.eval()
     (console or Console(stderr=True)).print(f"--on-generated: {len(todo)} teacher-forced mels from {ckpt}")
-    with torch.inference_mode():
-        for i, u in enumerate(todo):
-            b = collate([items[i]])
-            out = model(b.tokens, b.token_lens, b.mels, b.mel_lens, b.pitch, b.voiced, b.energy, b.speakers)
-            T = int(b.mel_lens[0])
-            mel = out.mel[0, :, :T] * std + mean
-            if mel.shape[1] < T:  # a reduction-factor decoder may stop short: hold the last frame
-                mel = torch.cat([mel, mel[:, -1:].expand(-1, T - mel.shape[1])], dim=1)
-            buf = _npy_bytes(mel.float().numpy())
-            atomic_write_bytes(generated_mel_path(out_dir, u), buf)
+    write_teacher_forced_mels(loaded.model, loaded.symbols, loaded.stats, spk, ds, todo, out_dir)
     return source
-
-
-def _npy_bytes(arr: np.ndarray) -> bytes:
-    import io
-
-    buf = io.BytesIO()
-    np.save(buf, np.ascontiguousarray(arr, dtype=np.float32), allow_pickle=False)
-    return buf.getvalue()
 
 
 # ----------------------------------------------------------------------------- speed
