@@ -21,6 +21,7 @@ Reported per voice:
   voice, and the seconds the tracker itself spent over the tracked run's wall time.
 
     .venv/bin/python bench/selection.py [--minutes 15] [--voices flite:rms,flite:awb] [--threads 1]
+    .venv/bin/python bench/selection.py --overhead-only [--overhead-minutes 5]   # the overhead pair alone, side by side
 
 Corpora and datasets are cached under --work; run folders are reused when their result.json
 exists (--fresh retrains).
@@ -179,6 +180,37 @@ def verdicts(scored: dict) -> dict:
             "val_loss_choice": against_best(scored["val_loss_choice"])}
 
 
+def paired_overhead(args) -> dict:
+    """Tracked and untracked training of the first voice at the same time, one process each: whatever else
+    loads the machine loads both alike, which a before/after pair cannot promise on a shared machine."""
+    import sys
+
+    work = Path(args.work)
+    v0 = [v.strip() for v in args.voices.split(",") if v.strip()][0]
+    ensure_dataset(work, v0, args.utterances)  # once, before the two processes race for it
+    load_before = os.getloadavg()[0]
+    common = [sys.executable, __file__, "--voices", v0, "--utterances", str(args.utterances), "--work", str(work),
+              "--overhead-minutes", str(args.overhead_minutes), "--threads", str(args.threads)]
+    procs = [subprocess.Popen(common + ["--arm", arm], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             for arm in ("tracked", "untracked")]
+    if any(p.wait() for p in procs):
+        raise SystemExit("an overhead arm failed; run it alone with --arm to see why")
+    on, off = work / "overhead_tracked", work / "overhead_untracked"
+    window = args.overhead_minutes * 60
+    res_on = json.loads((on / "result.json").read_text())
+    on_steps, off_steps = steps_at(on, window), steps_at(off, window)
+    tracker = res_on.get("extra", {}).get("quality") or {}
+    return {"bench": "selection-overhead", "voice": v0, "window_s": window, "threads": args.threads,
+            "steps_tracked": on_steps, "steps_untracked": off_steps,
+            "throughput_loss": round(1 - on_steps / off_steps, 4) if off_steps else None,
+            "tracker_seconds": round(tracker.get("seconds", 0.0), 1),
+            "tracker_seconds_share_of_wall": round(tracker.get("seconds", 0.0) / res_on["wall_seconds"], 4),
+            "validations_scored": tracker.get("validations_scored"),
+            "target_at_most_10pct": bool(off_steps) and 1 - on_steps / off_steps <= 0.10,
+            "load_avg_1m_before": round(load_before, 2), "load_avg_1m_after": round(os.getloadavg()[0], 2),
+            "cpus": os.cpu_count()}
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--minutes", type=float, default=15.0)
@@ -190,7 +222,20 @@ def main(argv=None) -> None:
     ap.add_argument("--reference-clips", type=int, default=20)
     ap.add_argument("--work", default="/tmp/voicetrain-bench-selection")
     ap.add_argument("--fresh", action="store_true")
+    ap.add_argument("--overhead-only", action="store_true",
+                    help="Only measure the overhead: tracked and untracked runs side by side (two processes at once, "
+                         "so that both see the same machine load), --overhead-minutes each, on the first voice.")
+    ap.add_argument("--arm", choices=("tracked", "untracked"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.arm:  # one side of --overhead-only, in its own process
+        v0 = [v.strip() for v in args.voices.split(",") if v.strip()][0]
+        ds = ensure_dataset(Path(args.work), v0, args.utterances)
+        train_run(ds, Path(args.work) / f"overhead_{args.arm}", args.overhead_minutes, args.threads,
+                  args.arm == "tracked", True)
+        return
+    if args.overhead_only:
+        print(json.dumps(paired_overhead(args)))
+        return
 
     from voicetrain.evaluation.models import Evaluator
 
