@@ -682,6 +682,34 @@ def serve_cmd(
         _fail(str(e))
 
 
+@app.command("doctor")
+def doctor_cmd(
+    folder: Path = typer.Option(Path("."), "--folder", help="Where runs will be written (checked for space and write access)."),
+    dataset: Optional[Path] = typer.Option(None, "--dataset", help="A prepared DATASET: check its text settings "
+                                           "(--phonemizer chars needs no espeak-ng)."),
+    step: bool = typer.Option(True, "--step/--no-step", help="Time one training step of the tiny preset."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object (keys in voicetrain.doctor)."),
+) -> None:
+    """Check torch, devices, espeak-ng, tools, evaluation models, disk and RAM; each problem with its fix.
+    Exits 1 when training cannot work."""
+    import json
+
+    from voicetrain.doctor import run_doctor
+
+    text = None
+    if dataset is not None:
+        from voicetrain.data.manifest import PreparedDataset
+
+        try:
+            text = PreparedDataset.open(dataset).info.text
+        except FileNotFoundError as e:
+            _fail(str(e))
+    report = run_doctor(folder, text=text, measure_step=step)
+    typer.echo(json.dumps(report.to_dict(), indent=1) if as_json else report.summary())
+    if not report.ok:
+        raise typer.Exit(1)
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     """Entry point; ``argv`` makes the CLI testable in-process."""
     app(args=argv, prog_name="voicetrain")
