@@ -34,3 +34,19 @@ def test_yaml_strictness_unknown_key_and_newer_schema(tmp_path):
     p.write_text("schema_version: 99\n")
     with pytest.raises(ConfigError, match="newer than this voicetrain"):
         load_yaml(RunConfig, p)
+
+
+def test_both_loops_share_one_range_check():
+    from voicetrain.config import LoopConfig
+    from voicetrain.run_config import TrainConfig
+    from voicetrain.vocoder_config import VocoderTrainConfig
+
+    assert issubclass(TrainConfig, LoopConfig) and issubclass(VocoderTrainConfig, LoopConfig)
+    for cfg in (RunConfig(), VocoderRunConfig()):
+        for bad, says in [("train.keep_last=0", "train.keep_last: 0"), ("train.log_every_steps=0", "log_every_steps"),
+                          ("train.snapshot_minutes=[-1]", "snapshot_minutes")]:
+            with pytest.raises(ConfigError, match=says):
+                with_overrides(cfg, [bad])
+    with pytest.raises(ConfigError, match="segment_frames: 1"):
+        with_overrides(VocoderRunConfig(), ["train.segment_frames=1"])
+    assert VocoderTrainConfig().val_every_steps == 500 and TrainConfig().val_every_steps == 200  # own defaults

@@ -102,6 +102,52 @@ def finite(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
+PRECISIONS = ("32-true", "32", "64-true", "bf16-mixed", "bf16-true", "16-mixed", "16-true")
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """The training loop's settings (training/loop.py), shared by the acoustic ``TrainConfig`` and the
+    ``VocoderTrainConfig``: one home and one range check; each subclass sets its own defaults and adds its fields."""
+
+    batch_size: int = 16
+    max_steps: int = 20000
+    max_minutes: float | None = None
+    """Wall-clock cap (Lightning's max_time); training stops cleanly and checkpoints."""
+    precision: str = "32-true"
+    """Lightning precision: '32-true', 'bf16-mixed' (CPU/GPU), '16-mixed' (GPU)."""
+    devices: str = "auto"
+    accelerator: str = "auto"
+    num_workers: int = 0
+    """DataLoader workers. 0 on a 2-core machine: features are cached, loading is cheap."""
+    threads: int = 0
+    """torch intra-op threads. 0 = auto: 1 and all cores are both measured on real batches
+    before training and the faster is used (on 2 shared cores, 2 threads can be slower)."""
+    seed: int = 0
+    val_every_steps: int = 200
+    checkpoint_every_steps: int = 200
+    keep_last: int = 3
+    sample_every_steps: int = 400
+    """Synthesize (or vocode) the validation samples to TensorBoard and RUN/samples every N steps."""
+    log_every_steps: int = 10
+    snapshot_minutes: list[float] = field(default_factory=list)
+    """Also keep a checkpoint when training wall time passes each of these marks (minutes),
+    saved as checkpoints/time=Mmin-step=N.ckpt: compare a voice after 1, 3, 5, 15 minutes."""
+
+    def __post_init__(self) -> None:
+        at_least_1 = (lambda v: v >= 1, "an integer >= 1")
+        check_ranges(self, "train", {
+            "batch_size": at_least_1, "max_steps": at_least_1,
+            "max_minutes": (lambda v: v is None or (finite(v) and v > 0), "a number of minutes > 0 (or null)"),
+            "precision": (lambda v: v in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),
+            "num_workers": (lambda v: v >= 0, "an integer >= 0"), "threads": (lambda v: v >= 0, "0 (auto) or more"),
+            "val_every_steps": at_least_1, "checkpoint_every_steps": at_least_1,
+            "keep_last": (lambda v: v == -1 or v >= 1, "-1 (keep all) or an integer >= 1"),
+            "sample_every_steps": at_least_1, "log_every_steps": at_least_1,
+            "snapshot_minutes": (lambda v: all(finite(m) and m > 0 for m in v), "minutes > 0"),
+        })
+
+
 def _is_dataclass_type(tp: Any) -> bool:
     return isinstance(tp, type) and dataclasses.is_dataclass(tp)
 
@@ -266,6 +312,7 @@ __all__ = [
     "AudioConfig",
     "TextConfig",
     "QCConfig",
+    "LoopConfig",
     "ConfigError",
     "from_dict",
     "to_dict",

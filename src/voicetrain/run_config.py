@@ -10,9 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from voicetrain.config import AudioConfig, TextConfig, check_ranges, finite
+from voicetrain.config import AudioConfig, LoopConfig, TextConfig, check_ranges, finite
 
-PRECISIONS = ("32-true", "32", "64-true", "bf16-mixed", "bf16-true", "16-mixed", "16-true")
 DECAYS = ("noam", "cosine", "constant")
 
 
@@ -47,33 +46,16 @@ class OptimConfig:
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(LoopConfig):
+    """The acoustic loop: :class:`~voicetrain.config.LoopConfig` plus accumulation, multi-node, overfitting,
+    samples, early stopping and quality tracking."""
+
     __removed_keys__ = ("max_frames_per_batch",)
-    batch_size: int = 16
-    max_steps: int = 20000
-    max_minutes: Optional[float] = None
-    """Wall-clock cap (Lightning's max_time); training stops cleanly and checkpoints."""
     accumulate: int = 1
-    precision: str = "32-true"
-    """Lightning precision: '32-true', 'bf16-mixed' (CPU/GPU), '16-mixed' (GPU)."""
-    devices: str = "auto"
-    accelerator: str = "auto"
     num_nodes: int = 1
-    num_workers: int = 0
-    """DataLoader workers. 0 on a 2-core machine: features are cached, loading is cheap."""
-    threads: int = 0
-    """torch intra-op threads. 0 = auto: 1 and all cores are both measured on real batches
-    before training and the faster is used (on 2 shared cores, 2 threads can be slower)."""
-    seed: int = 0
     overfit: int = 0
     """Train on this many utterances only (proves the pipeline can memorize)."""
-    val_every_steps: int = 200
-    checkpoint_every_steps: int = 200
-    keep_last: int = 3
-    sample_every_steps: int = 400
-    """Synthesize the fixed validation sentences to TensorBoard and RUN/samples every N steps."""
     n_sample_sentences: int = 3
-    log_every_steps: int = 10
     early_stopping_patience: int = 0
     """With quality tracking: stop when quality has been worse than the best validation's beyond noise for
     this many validations in a row. Without it: when validation loss has not improved for this many
@@ -89,25 +71,16 @@ class TrainConfig:
     """Training clips per speaker whose mean speaker embedding is the target of speaker similarity."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         at_least_1 = (lambda v: v >= 1, "an integer >= 1")
-        at_least_0 = (lambda v: v >= 0, "an integer >= 0")
         check_ranges(self, "train", {
-            "batch_size": at_least_1, "max_steps": at_least_1, "accumulate": at_least_1,
-            "max_minutes": (lambda v: v is None or (finite(v) and v > 0), "a number of minutes > 0 (or null)"),
-            "precision": (lambda v: v in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),
-            "num_nodes": at_least_1, "num_workers": at_least_0, "threads": (lambda v: v >= 0, "0 (auto) or more"),
+            "accumulate": at_least_1, "num_nodes": at_least_1,
             "overfit": (lambda v: v >= 0, "0 (off) or a number of utterances"),
-            "val_every_steps": at_least_1, "checkpoint_every_steps": at_least_1,
-            "keep_last": (lambda v: v == -1 or v >= 1, "-1 (keep all) or an integer >= 1"),
-            "sample_every_steps": at_least_1, "n_sample_sentences": at_least_0, "log_every_steps": at_least_1,
+            "n_sample_sentences": (lambda v: v >= 0, "an integer >= 0"),
             "early_stopping_patience": (lambda v: v >= 0, "0 (off) or a number of validations"),
             "quality_sentences": (lambda v: v >= 0, "0 (off) or a number of sentences"),
             "quality_reference_clips": at_least_1,
-            "snapshot_minutes": (lambda v: all(finite(m) and m > 0 for m in v), "minutes > 0"),
         })
-    snapshot_minutes: list[float] = field(default_factory=list)
-    """Also keep a checkpoint when training wall time passes each of these marks (minutes),
-    saved as checkpoints/time=Mmin-step=N.ckpt: compare a voice after 1, 3, 5, 15 minutes."""
 
 
 @dataclass(frozen=True)

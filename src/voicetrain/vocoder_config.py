@@ -10,9 +10,9 @@ reproduces the run. Synthesis needs only the generator's part (``model``, ``pres
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
-from voicetrain.config import AudioConfig
+from voicetrain.config import AudioConfig, LoopConfig, check_ranges
 
 
 @dataclass(frozen=True)
@@ -59,34 +59,28 @@ class VocoderOptimConfig:
 
 
 @dataclass(frozen=True)
-class VocoderTrainConfig:
-    batch_size: int = 16
+class VocoderTrainConfig(LoopConfig):
+    """The GAN's loop: :class:`~voicetrain.config.LoopConfig` with a vocoder's defaults, plus segments and
+    validation size. Precision '32-true' or 'bf16-mixed' (16-mixed is refused: the discriminator steps bypass
+    Lightning's grad scaler)."""
+
+    max_steps: int = 1_000_000
+    val_every_steps: int = 500
+    checkpoint_every_steps: int = 500
+    sample_every_steps: int = 1000
     segment_frames: int = 32
     """Random training segments of this many mel frames (32 x 256 = 8192 samples, 0.37 s at 22.05 kHz):
     short segments keep a CPU step cheap; the generator is convolutional, so it runs on any length."""
-    max_steps: int = 1_000_000
-    max_minutes: Optional[float] = None
-    """Wall-clock cap (Lightning's max_time); training stops cleanly and checkpoints."""
-    threads: int = 0
-    """torch intra-op threads. 0 = auto: 1 and all cores are measured on real steps; the faster is used."""
-    seed: int = 0
-    val_every_steps: int = 500
-    checkpoint_every_steps: int = 500
-    keep_last: int = 3
-    sample_every_steps: int = 1000
-    """Vocode the validation utterances to RUN/samples and TensorBoard every N steps."""
     n_val_utterances: int = 4
     """Validation utterances (whole, from the dataset's val split): their log-mel L1 picks the best checkpoint."""
     val_max_frames: int = 400
     """Validation utterances are cut to this many frames (4.6 s) to keep validation quick."""
-    log_every_steps: int = 10
-    precision: str = "32-true"
-    """'32-true' or 'bf16-mixed'. (16-mixed is refused: the discriminator steps bypass Lightning's grad scaler.)"""
-    accelerator: str = "auto"
-    devices: str = "auto"
-    num_workers: int = 0
-    snapshot_minutes: list[float] = field(default_factory=list)
-    """Also keep a checkpoint when training wall time passes each of these marks (minutes)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_ranges(self, "train", {"segment_frames": (lambda v: v >= 2, "an integer >= 2"),
+                                     "n_val_utterances": (lambda v: v >= 1, "an integer >= 1"),
+                                     "val_max_frames": (lambda v: v >= 2, "an integer >= 2")})
 
 
 @dataclass(frozen=True)

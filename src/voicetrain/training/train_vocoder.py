@@ -96,8 +96,6 @@ def _validate(cfg: VocoderRunConfig) -> None:
     if t.precision.startswith("16"):
         raise ConfigError("vocoder training supports precision 32-true or bf16-mixed, not "
                           f"{t.precision!r} (the discriminator step has no grad scaler)")
-    if t.segment_frames < 2:
-        raise ConfigError(f"train.segment_frames must be at least 2, got {t.segment_frames}")
     if cfg.optim.decay not in ("constant", "cosine"):
         raise ConfigError(f"optim.decay must be 'constant' or 'cosine', got {cfg.optim.decay!r}")
     build_networks(cfg)  # unknown model / preset / override keys fail here, before any work
