@@ -163,11 +163,62 @@ def padded_collate(items: list[Item]) -> Batch:
     return collate(items, frame_multiple=32, token_multiple=8)
 
 
+def process_rank() -> tuple[int, int]:
+    """(rank, world size) of this process under torch.distributed (DDP), else (0, 1)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def shard_batches(plan: list[list[int]], rank: int, world_size: int) -> list[list[int]]:
+    """This rank's share of an epoch's batch ``plan``: every ``world_size``-th batch from ``rank`` on,
+    ``len(plan) // world_size`` of them on every rank (the last ``len(plan) % world_size`` batches are
+    left out this epoch), so ranks step in lockstep and never wait on one another. With fewer batches
+    than ranks each rank takes one, some repeated."""
+    if world_size <= 1:
+        return plan
+    n = len(plan) // world_size
+    if n == 0:
+        return [plan[rank % len(plan)]] if plan else []
+    return plan[rank::world_size][:n]
+
+
+def sharded_len(n_batches: int, world_size: int) -> int:
+    """len(shard_batches(plan, rank, world_size)) for a plan of ``n_batches``."""
+    if world_size <= 1 or not n_batches:
+        return n_batches
+    return max(n_batches // world_size, 1)
+
+
+class Sharded:
+    """Mixin of the training batch samplers: their rank and world size under DDP.
+
+    Lightning is told not to put its DistributedSampler in (``use_distributed_sampler=False``, training/loop.py):
+    the samplers shard their own (seed, epoch) plan, so every rank sees different batches of the same plan.
+    ``rank``/``world_size`` given explicitly win; otherwise they are read from torch.distributed when the batches
+    are drawn (the process group exists only once ``fit`` has started)."""
+
+    rank: int | None = None
+    world_size: int | None = None
+    shard: bool = True
+
+    def rank_and_world_size(self) -> tuple[int, int]:
+        if not self.shard:
+            return 0, 1
+        found = process_rank()
+        return (found[0] if self.rank is None else self.rank,
+                found[1] if self.world_size is None else self.world_size)
+
+
 def skip_consumed(sampler) -> list[list[int]]:
     """``sampler.batches()`` for its current epoch, less the batches a resumed epoch already consumed.
 
     ``sampler.skip = (epoch, batches_done)`` comes from the checkpoint a run resumes from; it applies
-    once, to that epoch: a resumed run then sees exactly the batches an uninterrupted one would.
+    once, to that epoch: a resumed run then sees exactly the batches an uninterrupted one would. Under DDP
+    ``batches()`` is this rank's share and ``batches_done`` counts this rank's batches (Lightning's progress
+    counters are per process), so the skip stays exact on every rank.
     """
     batches = sampler.batches()
     if sampler.skip is not None and sampler.skip[0] == sampler.epoch:
@@ -176,16 +227,21 @@ def skip_consumed(sampler) -> list[list[int]]:
     return batches
 
 
-class BucketBatchSampler(Sampler[list[int]]):
+class BucketBatchSampler(Sharded, Sampler[list[int]]):
     """Length-bucketed batches in a deterministic order for (seed, epoch).
 
     Utterances of similar length share a batch (little padding, so little wasted
     compute); the order of batches is shuffled per epoch from ``seed + epoch`` so a
-    resumed run sees exactly the batches it would have seen.
+    resumed run sees exactly the batches it would have seen. Under DDP each rank takes its
+    share of that plan (:func:`shard_batches`); ``shard`` defaults to ``shuffle``: the ordered
+    samplers (validation, align, check) give every process every batch.
     """
 
     def __init__(self, lengths: list[int], batch_size: int, seed: int = 0, shuffle: bool = True,
-                 drop_last: bool = False, skip: tuple[int, int] | None = None):
+                 drop_last: bool = False, skip: tuple[int, int] | None = None, *, shard: bool | None = None,
+                 rank: int | None = None, world_size: int | None = None):
+        self.shard = shuffle if shard is None else shard
+        self.rank, self.world_size = rank, world_size
         self.skip = skip
         self.lengths = lengths
         self.batch_size = batch_size
@@ -204,6 +260,11 @@ class BucketBatchSampler(Sampler[list[int]]):
         return self
 
     def batches(self) -> list[list[int]]:
+        """This rank's batches of the epoch (all of them in a single process)."""
+        return shard_batches(self.plan(), *self.rank_and_world_size())
+
+    def plan(self) -> list[list[int]]:
+        """Every batch of the epoch, in order: a pure function of (seed, epoch), the same on every rank."""
         rng = np.random.default_rng(self.seed + self.epoch)
         idx = np.arange(len(self.lengths))
         if self.shuffle:
@@ -225,4 +286,5 @@ class BucketBatchSampler(Sampler[list[int]]):
 
     def __len__(self) -> int:
         n = len(self.lengths)
-        return n // self.batch_size if self.drop_last and n >= self.batch_size * 2 else math.ceil(n / self.batch_size)
+        total = n // self.batch_size if self.drop_last and n >= self.batch_size * 2 else math.ceil(n / self.batch_size)
+        return sharded_len(total, self.rank_and_world_size()[1])

@@ -24,7 +24,7 @@ from torch.utils.data import Dataset, Sampler
 
 from voicetrain.audio.features import LOG_FLOOR
 from voicetrain.data.cache import cache_path, load_features
-from voicetrain.data.dataset import DataItemError, skip_consumed
+from voicetrain.data.dataset import DataItemError, Sharded, sharded_len, shard_batches, skip_consumed
 from voicetrain.data.manifest import PreparedDataset, Utterance
 
 SILENCE = float(np.log(LOG_FLOOR))
@@ -155,14 +155,17 @@ class _EpochRelay:
         self.owner.set_epoch(epoch)
 
 
-class SegmentBatchSampler(Sampler[list[int]]):
+class SegmentBatchSampler(Sharded, Sampler[list[int]]):
     """Shuffled batches of sample keys ``epoch * N + index``, deterministic for (seed, epoch).
 
     ``skip=(epoch, batches)`` drops the batches a resumed epoch has already consumed.
     Incomplete last batches are dropped (the GAN sees equal batches) unless that would leave none.
+    Under DDP each rank takes its share of the epoch's plan (data.dataset.shard_batches).
     """
 
-    def __init__(self, n: int, batch_size: int, seed: int = 0, skip: tuple[int, int] | None = None):
+    def __init__(self, n: int, batch_size: int, seed: int = 0, skip: tuple[int, int] | None = None, *,
+                 rank: int | None = None, world_size: int | None = None):
+        self.rank, self.world_size = rank, world_size
         self.n = n
         self.batch_size = max(1, min(batch_size, n))
         self.seed = seed
@@ -174,6 +177,11 @@ class SegmentBatchSampler(Sampler[list[int]]):
         self.epoch = epoch
 
     def batches(self) -> list[list[int]]:
+        """This rank's batches of the epoch (all of them in a single process)."""
+        return shard_batches(self.plan(), *self.rank_and_world_size())
+
+    def plan(self) -> list[list[int]]:
+        """Every batch of the epoch: a pure function of (seed, epoch), the same on every rank."""
         order = np.random.default_rng(self.seed + self.epoch).permutation(self.n) + self.epoch * self.n
         full = (self.n // self.batch_size) * self.batch_size
         return [order[i:i + self.batch_size].tolist() for i in range(0, full, self.batch_size)]
@@ -182,7 +190,7 @@ class SegmentBatchSampler(Sampler[list[int]]):
         yield from skip_consumed(self)
 
     def __len__(self) -> int:
-        return max(self.n // self.batch_size, 1) if self.n else 0
+        return sharded_len(max(self.n // self.batch_size, 1) if self.n else 0, self.rank_and_world_size()[1])
 
 
 def write_teacher_forced_mels(model, symbols, stats, speaker_ids: dict[str, int], ds: PreparedDataset,

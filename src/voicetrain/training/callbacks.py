@@ -55,6 +55,8 @@ class MetricsFile(L.Callback):
         self.time_offset = 0.0
 
     def on_train_start(self, trainer, pl_module) -> None:
+        if not trainer.is_global_zero:  # under DDP only rank 0 writes
+            return
         # global_step is restored from a checkpoint only after on_fit_start
         step = trainer.global_step
         if self.path.exists():
@@ -79,7 +81,7 @@ class MetricsFile(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
-        if step % self.log_every:
+        if step % self.log_every or not trainer.is_global_zero:
             return
         m = trainer.callback_metrics
         row = {"step": step, "wall_s": round(self._wall(), 2), "epoch": trainer.current_epoch,
@@ -90,7 +92,7 @@ class MetricsFile(L.Callback):
             self._write()
 
     def on_validation_end(self, trainer, pl_module) -> None:
-        if trainer.sanity_checking:
+        if trainer.sanity_checking or not trainer.is_global_zero:
             return
         row = {"step": trainer.global_step, "wall_s": round(self._wall(), 2)}
         row.update({k: float(v) for k, v in trainer.callback_metrics.items()
@@ -99,11 +101,13 @@ class MetricsFile(L.Callback):
         self._write()
 
     def on_train_end(self, trainer, pl_module) -> None:
-        self._write()
+        if trainer.is_global_zero:
+            self._write()
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
         # every checkpoint has its rows on disk: a kill after it loses no row the checkpoint covers
-        self._write()
+        if trainer.is_global_zero:
+            self._write()
 
     def _write(self) -> None:
         from voicetrain.fileio import atomic_write_text
@@ -143,7 +147,7 @@ class SampleWriter(L.Callback):
 
     def on_validation_end(self, trainer, pl_module) -> None:
         step = trainer.global_step
-        if trainer.sanity_checking or trainer.global_rank != 0:
+        if trainer.sanity_checking or not trainer.is_global_zero:
             return
         tb = self._tb(trainer)
         vb = pl_module.last_val_batch
@@ -191,7 +195,7 @@ class VocoderSamples(L.Callback):
 
     def on_validation_end(self, trainer, pl_module) -> None:
         step = trainer.global_step
-        if trainer.sanity_checking or trainer.global_rank != 0:
+        if trainer.sanity_checking or not trainer.is_global_zero:
             return
         if step - self.last_step < self.every and self.last_step >= 0:
             return
@@ -288,11 +292,19 @@ class HealthCheck(L.Callback):
         self.train_losses: list[tuple[int, float]] = []
         self.quality_tracked = quality_tracked
         """QualityTracker judges overfitting and early stopping; a rising validation loss is only reported."""
+        self.writes = True
+        """False on DDP ranks other than 0: they decide as rank 0 does (same validation set, same weights)
+        but print and write nothing."""
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        self.writes = trainer.is_global_zero
 
     def warn(self, kind: str, step: int, message: str, once: bool = True) -> None:
         if once and kind in self.warned:
             return
         self.warned.add(kind)
+        if not self.writes:
+            return
         self.console.print(f"[yellow]health check ({kind}) at step {step}:[/yellow] {message}")
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps({"step": step, "kind": kind, "message": message}) + "\n")
@@ -386,7 +398,11 @@ class TimeSnapshots(L.Callback):
             self.offset = timer.time_elapsed("train")
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if not self.marks:
+            return
         elapsed = (self.offset + time.time() - self.start) / 60
+        if trainer.world_size > 1:  # saving is collective: every rank must save at the same step, rank 0's
+            elapsed = trainer.strategy.broadcast(elapsed, src=0)
         while self.marks and elapsed >= self.marks[0]:
             m = self.marks.pop(0)
             trainer.save_checkpoint(self.ckpt_dir / f"time={m:g}min-step={trainer.global_step}.ckpt")

@@ -10,7 +10,8 @@ callbacks of their own); everything around ``Trainer.fit`` is here, once:
 * :func:`checkpoint_pair` (periodic ``step=N`` + ``last``, and ``best-step=N`` by validation loss) and
   :class:`FinalCheckpoint`, the one mechanism that saves a run stopped by max_steps, time or early stopping;
 * :class:`ResumableModule`, the Lightning modules' checkpoint hooks (payload, sampler position, RNG state);
-* :func:`fit`: warning filters, the Trainer, ``fit`` and its wall time.
+* :func:`fit`: warning filters, the Trainer (no DistributedSampler: the batch samplers shard per rank), ``fit``
+  and its wall time.
 """
 
 from __future__ import annotations
@@ -193,6 +194,9 @@ def fit(lit, train_loader, val_loader, run_dir: Path, t, callbacks: list, resume
         callbacks=[*callbacks, final_checkpoint(Path(run_dir) / "checkpoints")],
         logger=TensorBoardLogger(str(run_dir), name="tb", version="", default_hp_metric=False),
         plugins=[AtomicCheckpointIO()], enable_model_summary=False, benchmark=False, enable_progress_bar=True,
+        # under DDP Lightning would swap the batch sampler's sampler for a DistributedSampler (which breaks a
+        # batch sampler that orders by length); the training samplers shard their own (seed, epoch) plan instead
+        use_distributed_sampler=False,
         **trainer_kw,
     )
     start = time.time()
@@ -200,5 +204,8 @@ def fit(lit, train_loader, val_loader, run_dir: Path, t, callbacks: list, resume
     return trainer, time.time() - start
 
 
-def write_result(run_dir: Path, result) -> None:
+def write_result(run_dir: Path, result, trainer=None) -> None:
+    """RUN/result.json; under DDP rank 0's only."""
+    if trainer is not None and not trainer.is_global_zero:
+        return
     atomic_write_text(Path(run_dir) / "result.json", json.dumps(dataclasses.asdict(result), indent=1))

@@ -284,7 +284,8 @@ def _train(dataset_dir, run_dir, cfg: RunConfig, *, resume, dry_run, console, in
     stopped = "max_steps" if trainer.global_step >= t.max_steps else ("early stopping" if early else "time limit")
     result = RunResult(
         run_dir=str(run_dir), steps=trainer.global_step, wall_seconds=wall,
-        samples_per_second=steps_done * t.batch_size * t.accumulate / wall if wall > 0 else 0.0,
+        # every DDP rank trains its own batches: the run's throughput is the ranks' sum
+        samples_per_second=steps_done * t.batch_size * t.accumulate * trainer.world_size / wall if wall > 0 else 0.0,
         peak_rss_mb=peak_rss_mb(),
         final_train_loss=float(m["train/loss"]) if "train/loss" in m else None,
         final_val_loss=float(m["val/loss"]) if "val/loss" in m else None,
@@ -293,7 +294,7 @@ def _train(dataset_dir, run_dir, cfg: RunConfig, *, resume, dry_run, console, in
         estimate=est, stopped_because=stopped,
         extra={"quality": quality.summary() if quality is not None else None},
     )
-    write_result(run_dir, result)
+    write_result(run_dir, result, trainer)
     return result
 
 

@@ -373,7 +373,7 @@ def _train_vocoder(dataset_dir, run_dir, cfg: VocoderRunConfig, *, resume, init_
         generator_parameters=n_gen, discriminator_parameters=n_disc, estimate=est,
         stopped_because="max_steps" if trainer.global_step >= t.max_steps else "time limit",
     )
-    write_result(run_dir, result)
+    write_result(run_dir, result, trainer)
     return result
 
 
