@@ -230,6 +230,7 @@ def train_vocoder_cmd(
     lr: Optional[float] = typer.Option(None, "--lr"),
     gan_start: Optional[int] = typer.Option(None, "--gan-start", help="Steps of mel+STFT loss only before the GAN joins."),
     threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads (default: measured, 1 or all cores)."),
+    devices: Optional[str] = typer.Option(None, "--devices", help="Lightning devices, e.g. auto, 1, 4 (DDP above 1)."),
     seed: Optional[int] = typer.Option(None, "--seed"),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue from VOCODER_RUN/checkpoints/last.ckpt."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Measure seconds per step and memory, then stop."),
@@ -246,7 +247,7 @@ def train_vocoder_cmd(
         flags = {"preset": preset, "on_generated": on_generated and str(on_generated.resolve()),
                  "train.max_steps": max_steps, "train.max_minutes": max_minutes, "train.batch_size": batch_size,
                  "train.segment_frames": segment_frames, "train.threads": threads, "train.seed": seed,
-                 "optim.lr": lr, "loss.gan_start_step": gan_start}
+                 "train.devices": devices, "optim.lr": lr, "loss.gan_start_step": gan_start}
         cfg = with_overrides(load_yaml(VocoderRunConfig, config) if config else VocoderRunConfig(),
                              [(k, v) for k, v in flags.items() if v is not None] + list(assignments or []))
         if on_generated and not on_generated.exists():

@@ -44,3 +44,19 @@ def test_two_process_ddp_trains_and_resumes(prepared_demo_dataset, tmp_path):
     ck = load_checkpoint_safe(last)
     assert ck["global_step"] == 6
     assert json.loads((run / "result.json").read_text())["steps"] == 6
+
+
+def test_two_process_ddp_trains_the_vocoder(prepared_demo_dataset, tmp_path):
+    """The GAN under DDP: the segment sampler shards, and the discriminator step's unused generator
+    parameters are allowed (without that, DDP stops every rank with 'parameters that were not used')."""
+    run = tmp_path / "ddp_vocoder"
+    r = subprocess.run(
+        [VOICETRAIN, "train-vocoder", str(prepared_demo_dataset), "--out", str(run), "--preset", "tiny",
+         "--max-steps", "4", "--batch-size", "4", "--threads", "1", "--gan-start", "0", "--devices", "2",
+         "--set", "train.accelerator=cpu", "--set", "train.val_every_steps=2"],
+        capture_output=True, text=True, timeout=240)
+    log = r.stdout + r.stderr
+    assert r.returncode == 0, log[-4000:]
+    assert "GLOBAL_RANK: 1, MEMBER: 2/2" in log
+    assert load_checkpoint_safe(run / "checkpoints" / "last.ckpt")["global_step"] == 4
+    assert json.loads((run / "result.json").read_text())["steps"] == 4

@@ -170,9 +170,13 @@ class ResumableModule:
             self._rng_state = None
 
 
-def fit(lit, train_loader, val_loader, run_dir: Path, t, callbacks: list, resume: ResumePoint, **trainer_kw):
+def fit(lit, train_loader, val_loader, run_dir: Path, t, callbacks: list, resume: ResumePoint, *,
+        find_unused_parameters: bool = False, **trainer_kw):
     """Run Lightning's loop with the run's settings ``t`` (a TrainConfig or VocoderTrainConfig) and the
-    :class:`FinalCheckpoint` appended to ``callbacks``; returns (trainer, wall seconds)."""
+    :class:`FinalCheckpoint` appended to ``callbacks``; returns (trainer, wall seconds).
+
+    ``find_unused_parameters``: under DDP (more than one process) let a step leave parameters without
+    gradients, as the GAN's discriminator step does with the generator's."""
     import lightning as L
     from lightning.pytorch.loggers import TensorBoardLogger
 
@@ -185,20 +189,26 @@ def fit(lit, train_loader, val_loader, run_dir: Path, t, callbacks: list, resume
     warnings.filterwarnings("ignore", message=".*dataloader is not resumable.*")
     # manual optimization (the GAN): the state after the step is what we want saved
     warnings.filterwarnings("ignore", message=".*ModelCheckpoint with manual optimization.*")
-    trainer = L.Trainer(
-        default_root_dir=str(run_dir), max_steps=t.max_steps,
-        max_time={"seconds": int(t.max_minutes * 60)} if t.max_minutes else None,
-        accelerator=t.accelerator, devices=t.devices, precision=t.precision,
-        val_check_interval=min(t.val_every_steps, max(t.max_steps, 1)), check_val_every_n_epoch=None,
-        num_sanity_val_steps=0, log_every_n_steps=t.log_every_steps,
-        callbacks=[*callbacks, final_checkpoint(Path(run_dir) / "checkpoints")],
-        logger=TensorBoardLogger(str(run_dir), name="tb", version="", default_hp_metric=False),
-        plugins=[AtomicCheckpointIO()], enable_model_summary=False, benchmark=False, enable_progress_bar=True,
-        # under DDP Lightning would swap the batch sampler's sampler for a DistributedSampler (which breaks a
-        # batch sampler that orders by length); the training samplers shard their own (seed, epoch) plan instead
-        use_distributed_sampler=False,
-        **trainer_kw,
-    )
+    def make(**strategy):  # built once more when DDP needs another strategy
+        return L.Trainer(
+            default_root_dir=str(run_dir), max_steps=t.max_steps,
+            max_time={"seconds": int(t.max_minutes * 60)} if t.max_minutes else None,
+            accelerator=t.accelerator, devices=t.devices, precision=t.precision,
+            val_check_interval=min(t.val_every_steps, max(t.max_steps, 1)), check_val_every_n_epoch=None,
+            num_sanity_val_steps=0, log_every_n_steps=t.log_every_steps,
+            callbacks=[*callbacks, final_checkpoint(Path(run_dir) / "checkpoints")],
+            logger=TensorBoardLogger(str(run_dir), name="tb", version="", default_hp_metric=False),
+            plugins=[AtomicCheckpointIO()], enable_model_summary=False, benchmark=False, enable_progress_bar=True,
+            # under DDP Lightning would swap the batch sampler's sampler for a DistributedSampler (which breaks a
+            # batch sampler that orders by length); the training samplers shard their own (seed, epoch) plan instead
+            use_distributed_sampler=False,
+            **strategy, **trainer_kw,
+        )
+    trainer = make()
+    if find_unused_parameters and trainer.world_size > 1:
+        from lightning.pytorch.strategies import DDPStrategy
+
+        trainer = make(strategy=DDPStrategy(find_unused_parameters=True))
     start = time.time()
     trainer.fit(lit, train_dataloaders=train_loader, val_dataloaders=val_loader, ckpt_path=resume.ckpt_path)
     return trainer, time.time() - start

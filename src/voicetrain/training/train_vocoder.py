@@ -360,7 +360,8 @@ def _train_vocoder(dataset_dir, run_dir, cfg: VocoderRunConfig, *, resume, init_
         callbacks.append(TimeSnapshots(ckpt_dir, list(t.snapshot_minutes)))
     if cfg.optim.ema_decay > 0:
         callbacks.append(EMAWeights(cfg.optim.ema_decay))  # after VocoderSamples: see its docstring
-    trainer, wall = fit(lit, train_loader, val_loader, run_dir, t, callbacks, rp)
+    # the discriminator step leaves the generator without gradients (and the mel-only phase the discriminators)
+    trainer, wall = fit(lit, train_loader, val_loader, run_dir, t, callbacks, rp, find_unused_parameters=True)
     m = trainer.callback_metrics
     steps_done = trainer.global_step - rp.step
     result = VocoderRunResult(
