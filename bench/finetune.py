@@ -153,7 +153,7 @@ def score(ev, wavs: list[tuple[str, np.ndarray, int]], sentences: dict[str, str]
 
 
 def best_val_loss(run: Path) -> float | None:
-    from voicetrain.evaluation.evaluate_run import read_metrics_csv
+    from voicetrain.evaluation.history import read_metrics_csv
 
     vals = [r["val/loss"] for r in read_metrics_csv(run / "metrics.csv") if "val/loss" in r]
     return round(min(vals), 4) if vals else None

@@ -104,7 +104,7 @@ def steps_at(run: Path, seconds: float) -> int:
 def score_run(run: Path, ds: Path, sentences, real, ev, n_ref: int) -> dict:
     from voicetrain.data.manifest import PreparedDataset
     from voicetrain.evaluation import metrics
-    from voicetrain.evaluation.evaluate_run import resolve_checkpoints
+    from voicetrain.evaluation.checkpoints import resolve_checkpoints
     from voicetrain.evaluation.models import torch_threads
     from voicetrain.evaluation.quality import sentence_quality
     from voicetrain.inference.checkpoint import choose_checkpoint, load_model

@@ -61,6 +61,14 @@ Continue training it: `voicetrain train-vocoder DATASET --out RUN --from builtin
 """
 
 
+def _metrics_wall_seconds(run: Path) -> float:
+    """Training wall time from metrics.csv, for a run stopped before it wrote result.json."""
+    import csv
+
+    with open(run / "metrics.csv", newline="") as f:
+        return max((float(r["wall_s"]) for r in csv.DictReader(f) if r.get("wall_s")), default=0.0)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("run")
@@ -93,7 +101,7 @@ def main(argv=None) -> int:
         "corpus_preset": args.corpus_preset, "utterances_per_voice": args.utterances_per_voice,
         "n_voices": len(expand_voices([args.corpus_preset])), "train_utterances": len(ds.manifest("train")),
         "steps": loaded.step, "gan_start_step": run_cfg["loss"]["gan_start_step"],
-        "train_minutes": (result.get("wall_seconds") or 0) / 60,
+        "train_minutes": (result.get("wall_seconds") or _metrics_wall_seconds(run)) / 60,
         "machine": f"{__import__('os').cpu_count()} CPU cores ({platform.machine()})",
         "source_checkpoint": f"{run.name}/checkpoints/{loaded.path.name}", "bench": bench,
     }

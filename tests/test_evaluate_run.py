@@ -16,14 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from voicetrain.evaluation.evaluate_run import (
-    RunEvalConfig,
-    RunEvalError,
-    evaluate_run,
-    overfitting_analysis,
-    read_texts,
-    resolve_checkpoints,
-)
+from voicetrain.evaluation.checkpoints import RunEvalError, resolve_checkpoints
+from voicetrain.evaluation.evaluate_run import RunEvalConfig, evaluate_run, read_texts
+from voicetrain.evaluation.history import overfitting_analysis
 
 
 @pytest.fixture(scope="module")

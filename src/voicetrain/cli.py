@@ -311,7 +311,7 @@ def compare_cmd(
     """Compare runs: validation loss vs steps and wall time, metrics and audio at matched steps and wall time."""
     from voicetrain.audio.io import AudioReadError
     from voicetrain.evaluation.compare import CompareConfig, compare_runs
-    from voicetrain.evaluation.evaluate_run import RunEvalError
+    from voicetrain.evaluation.checkpoints import RunEvalError
     from voicetrain.inference.checkpoint import CheckpointError
 
     def numbers(spec: Optional[str], kind, opt: str) -> list:

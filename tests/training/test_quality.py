@@ -99,7 +99,7 @@ def test_paired_difference_tells_noise_from_a_real_drop():
 
 
 def test_select_checkpoint_by_quality_explains_each_verdict():
-    from voicetrain.evaluation.evaluate_run import select_checkpoint
+    from voicetrain.evaluation.checkpoints import select_checkpoint
 
     good = {f"val/{i}": 0.80 + 0.01 * (i % 2) for i in range(6)}
     close = {k: v - 0.004 + 0.01 * (1 if i % 2 else -1) for i, (k, v) in enumerate(good.items())}
@@ -167,7 +167,7 @@ def quality_run(tmp_path_factory, prepared_demo_dataset) -> tuple[Path, str]:
 
 
 def test_training_logs_quality_and_keeps_checkpoints_by_it(quality_run):
-    from voicetrain.evaluation.evaluate_run import read_metrics_csv
+    from voicetrain.evaluation.history import read_metrics_csv
 
     run, _ = quality_run
     rows = [r for r in read_metrics_csv(run / "metrics.csv") if "quality/score" in r]
@@ -235,7 +235,7 @@ def test_quality_score_ranks_a_trained_model_above_an_untrained_one(prepared_dem
         train(prepared_demo_dataset, tmp_path / "trained", cfg)
     finally:
         torch.set_num_threads(threads)
-    from voicetrain.evaluation.evaluate_run import read_metrics_csv
+    from voicetrain.evaluation.history import read_metrics_csv
 
     trained = [r for r in read_metrics_csv(tmp_path / "trained" / "metrics.csv") if "quality/score" in r][-1]
     untrained = _score_at_init(prepared_demo_dataset, tmp_path / "untrained", cfg)
@@ -258,7 +258,7 @@ def _score_at_init(dataset, run_dir, cfg) -> float:
         train(dataset, run_dir, c)
     finally:
         torch.set_num_threads(threads)
-    from voicetrain.evaluation.evaluate_run import read_metrics_csv
+    from voicetrain.evaluation.history import read_metrics_csv
 
     return [r for r in read_metrics_csv(run_dir / "metrics.csv") if "quality/score" in r][-1]["quality/score"]
 

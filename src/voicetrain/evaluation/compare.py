@@ -52,16 +52,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from voicetrain.config import atomic_write_text
-from voicetrain.evaluation.evaluate_run import (
-    HARVARD,
-    CheckpointRef,
-    RunEvalConfig,
-    RunEvalError,
-    _run_info,
-    evaluate_run,
-    read_metrics_csv,
-    resolve_checkpoints,
-)
+from voicetrain.evaluation.checkpoints import CheckpointRef, RunEvalError, resolve_checkpoints
+from voicetrain.evaluation.evaluate_run import HARVARD, RunEvalConfig, evaluate_run
+from voicetrain.evaluation.history import read_metrics_csv
+from voicetrain.evaluation.results import json_ready, run_info
 from voicetrain.evaluation.models import Evaluator
 from voicetrain.templates import write_page
 
@@ -165,7 +159,7 @@ def read_run(path: str | os.PathLike, name: str) -> RunCurves:
         v = r.get("val/loss")
         if v is not None and math.isfinite(v):
             val[int(r["step"])] = {"step": int(r["step"]), "wall_s": r.get("wall_s"), "val_loss": v}
-    cfg = _run_info(run / "config.yaml")
+    cfg = run_info(run / "config.yaml")
     info: dict[str, Any] = {k: cfg.get(k) for k in ("model", "preset", "dataset", "finetune_strategy", "init_from")}
     info["speakers"] = list(cfg.get("speakers") or [])
     result_path = run / "result.json"
@@ -393,17 +387,10 @@ def compare_runs(cfg: CompareConfig, *, evaluator: Evaluator | None = None) -> d
     }
     result["plots"] = write_plots(out, result)
     result["timings"]["wall_seconds"] = time.perf_counter() - t_start
-    clean = _clean_json(result)
+    clean = json_ready(result)
     write_html(out, clean)
     atomic_write_text(out / "compare.json", json.dumps(clean, indent=1, ensure_ascii=False) + "\n")
     return clean
-
-
-def _clean_json(result: dict[str, Any]) -> dict[str, Any]:
-    from voicetrain.evaluation.evaluate_audio import _nan_to_none
-    from voicetrain.evaluation.evaluate_run import _json_default
-
-    return _nan_to_none(json.loads(json.dumps(result, default=_json_default)))
 
 
 # ----------------------------------------------------------------------------- plots

@@ -22,6 +22,7 @@ from voicetrain.audio.io import load_mono
 from voicetrain.config import AudioConfig
 from voicetrain.evaluation import metrics
 from voicetrain.evaluation.models import Evaluator
+from voicetrain.evaluation.results import nan_to_none
 from voicetrain.fileio import atomic_write_json
 
 # ----------------------------------------------------------------------------- transcripts
@@ -127,17 +128,7 @@ class AudioEvalResult:
 
     def to_dict(self) -> dict:
         """JSON-ready: NaN becomes None (JSON has no NaN)."""
-        return _nan_to_none(asdict(self))
-
-
-def _nan_to_none(obj):
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _nan_to_none(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_nan_to_none(v) for v in obj]
-    return obj
+        return nan_to_none(asdict(self))
 
 
 def summarize(rows: list[UtteranceEval]) -> tuple[dict[str, float], dict[str, int]]:

@@ -42,9 +42,7 @@ audio/real/ID.wav (copies of the real recordings) and audio/step_N/{val,texts}/I
 
 from __future__ import annotations
 
-import csv
 import datetime as _dt
-import json
 import math
 import os
 import shutil
@@ -61,24 +59,21 @@ from voicetrain.evaluation import metrics
 from voicetrain.evaluation.evaluate_audio import (
     TranscriptError,
     UtteranceEval,
-    _nan_to_none,
     evaluate_utterance,
     load_transcripts,
     summarize,
 )
+from voicetrain.evaluation.checkpoints import RunEvalError, resolve_checkpoints, select_checkpoint, write_selection
+from voicetrain.evaluation.history import overfitting_analysis, read_metrics_csv
 from voicetrain.evaluation.models import ASR_CHOICES, Evaluator, torch_threads
-from voicetrain.evaluation.quality import (QUALITY_RULE, choose_latest_within_noise, mean_quality, paired_difference,
-                                          sentence_quality)
-from voicetrain.fileio import atomic_path, atomic_write_json, atomic_write_text
+from voicetrain.evaluation.quality import mean_quality, sentence_quality
+from voicetrain.evaluation.results import json_ready, run_info
+from voicetrain.fileio import atomic_path, atomic_write_json
 
 EVAL_SCHEMA_VERSION = 1
 
 HARVARD = "harvard"
 """``texts=HARVARD`` uses the Harvard sentences shipped with voicetrain (held-out text for ARCTIC-trained voices)."""
-
-
-class RunEvalError(ValueError):
-    """The run, its dataset or an option cannot be evaluated; the message names the file and the fix."""
 
 
 @dataclass(frozen=True)
@@ -120,78 +115,6 @@ class RunEvalConfig:
 # ----------------------------------------------------------------------------- inputs
 
 
-@dataclass(frozen=True)
-class CheckpointRef:
-    name: str
-    """File name inside RUN/checkpoints (what selected_checkpoint.txt records)."""
-    path: Path
-    step: int
-
-    @property
-    def label(self) -> str:
-        return f"step_{self.step:07d}"
-
-
-# When several files hold the same step, record the most stable name: step=N.ckpt is
-# only removed by rotation, best-step=N.ckpt when a better one appears, and
-# last.ckpt is overwritten by every later save.
-_NAME_PREFERENCE = ("step=", "quality-step=", "best-step=", "")
-
-
-def _name_rank(name: str) -> int:
-    for i, prefix in enumerate(_NAME_PREFERENCE):
-        if name.startswith(prefix):
-            return i
-    return len(_NAME_PREFERENCE)
-
-
-def _stored_step(path: Path) -> int:
-    from voicetrain.inference.checkpoint import checkpoint_step, load_checkpoint_safe
-
-    step = checkpoint_step(path)
-    if step >= 0:
-        return step
-    return int(load_checkpoint_safe(path).get("global_step", 0))
-
-
-def resolve_checkpoints(run: str | os.PathLike, which: str) -> list[CheckpointRef]:
-    """``which`` ('best' | 'last' | 'all' | 'N,M,...') -> checkpoints sorted by step, one per step."""
-    from voicetrain.inference.checkpoint import find_checkpoint
-
-    run = Path(run)
-    ckdir = run / "checkpoints"
-    files = sorted(ckdir.glob("*.ckpt")) if ckdir.is_dir() else []
-    if not files:
-        raise RunEvalError(f"{ckdir}: no checkpoints (*.ckpt) to evaluate; train first "
-                           f"(`voicetrain train DATASET --out {run}`) or pass the right RUN folder")
-    which = which.strip()
-    if which == "all":
-        paths = files
-    elif which in ("best", "last"):
-        paths = [find_checkpoint(run, which)]
-    else:
-        paths = []
-        for part in which.split(","):
-            part = part.strip()
-            if not part.isdigit():
-                raise RunEvalError(f"--checkpoints {which!r}: expected best, last, all or steps like 1000,2000")
-            try:
-                paths.append(find_checkpoint(run, part))
-            except FileNotFoundError as e:
-                raise RunEvalError(str(e)) from None
-    # one entry per step, under the most stable of the names that hold it (last.ckpt -> step=N.ckpt)
-    stable: dict[int, Path] = {}
-    for f in files:
-        step = _stored_step(f)
-        if step not in stable or _name_rank(f.name) < _name_rank(stable[step].name):
-            stable[step] = f
-    by_step = {}
-    for p in paths:
-        step = _stored_step(p)
-        by_step[step] = stable.get(step, p)
-    return [CheckpointRef(p.name, p, s) for s, p in sorted(by_step.items())]
-
-
 def read_texts(spec: str | os.PathLike) -> list[tuple[str, str]]:
     """Extra sentences as [(id, text)]: ``'harvard'``, a TSV / metadata.csv, or one sentence per line."""
     if str(spec) == HARVARD:
@@ -220,149 +143,6 @@ def _spread(items: Sequence, n: int) -> list:
     return [items[i] for i in sorted(set(idx.tolist()))]
 
 
-# ----------------------------------------------------------------------------- overfitting
-
-
-def read_metrics_csv(path: str | os.PathLike) -> list[dict[str, float]]:
-    """RUN/metrics.csv -> rows of {column: float} (empty cells left out)."""
-    path = Path(path)
-    rows = []
-    with path.open(newline="", encoding="utf-8") as f:
-        for lineno, r in enumerate(csv.DictReader(f), start=2):
-            row = {}
-            for k, v in r.items():
-                if k is None or v in (None, ""):
-                    continue
-                try:
-                    row[k] = float(v)
-                except ValueError:
-                    raise RunEvalError(f"{path}:{lineno}: column {k!r} is not a number: {v!r}") from None
-            if "step" in row:
-                rows.append(row)
-    return rows
-
-
-def overfitting_analysis(rows: Sequence[dict[str, float]], key: str = "loss", rises: int = 2) -> dict[str, Any]:
-    """Train vs validation ``key`` over steps and where the gap between them opens.
-
-    * validation points: rows with ``val/{key}`` (the last row wins for a repeated step, e.g. after a resume);
-    * the training loss at validation step v_i is the mean of ``train/{key}`` over the
-      logged steps in (v_{i-1}, v_i] — it smooths the per-batch noise;
-    * ``min_val_step``: the validation with the lowest loss;
-    * ``gap_opens_step``: the first validation v_i after which validation loss rises at
-      ``rises`` (2) consecutive validations, val(v_i) < val(v_i+1) < val(v_i+2), while the
-      training loss keeps falling, train(v_i+2) < train(v_i). None when that never happens.
-    """
-    val: dict[int, float] = {}
-    for r in rows:
-        v = r.get(f"val/{key}")
-        if v is not None and math.isfinite(v):
-            val[int(r["step"])] = v
-    steps = sorted(val)
-    train_pts = sorted((int(r["step"]), r[f"train/{key}"]) for r in rows
-                       if r.get(f"train/{key}") is not None and math.isfinite(r[f"train/{key}"]))
-    train_at: list[float | None] = []
-    prev = -1
-    for s in steps:
-        window = [v for st, v in train_pts if prev < st <= s]
-        train_at.append(float(np.mean(window)) if window else None)
-        prev = s
-    val_list = [val[s] for s in steps]
-    out: dict[str, Any] = {
-        "key": key,
-        "definition": (f"first validation after which val/{key} rises at {rises} consecutive validations "
-                       f"while train/{key} (mean over the steps since the previous validation) keeps falling"),
-        "steps": steps, "val": val_list, "train": train_at,
-        "gap": [v - t if t is not None else None for v, t in zip(val_list, train_at)],
-        "min_val_step": None, "min_val": None, "gap_opens_step": None,
-        "train_points": [list(p) for p in train_pts],
-    }
-    if not steps:
-        return out
-    i_min = int(np.argmin(val_list))
-    out["min_val_step"], out["min_val"] = steps[i_min], val_list[i_min]
-    for i in range(len(steps) - rises):
-        rising = all(val_list[i + k + 1] > val_list[i + k] for k in range(rises))
-        t0, t1 = train_at[i], train_at[i + rises]
-        if rising and t0 is not None and t1 is not None and t1 < t0:
-            out["gap_opens_step"] = steps[i]
-            break
-    return out
-
-
-# ----------------------------------------------------------------------------- selection
-
-
-def select_checkpoint(candidates: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Pick one checkpoint from ``[{name, step, quality, quality_values: {sentence: q}, mcd_db}]``.
-
-    The rule training uses (:mod:`voicetrain.evaluation.quality`): the quality score
-    :data:`~voicetrain.evaluation.quality.QUALITY_RULE`, and of the checkpoints in step order the latest
-    one not worse beyond noise (paired bootstrap, 95%) than the highest-scoring one. Every checkpoint's
-    verdict says why it won or lost. Without any quality score (no text scored), the lowest MCD-DTW
-    wins, then the later step.
-
-    Returns {"selected", "step", "quality", "rule", "ranking": [names], "verdicts": [{name, step,
-    quality, delta, low, high, verdict}]} (delta: quality minus the highest-scoring checkpoint's).
-    """
-    if not candidates:
-        raise RunEvalError("no checkpoints to select from")
-    inf = float("inf")
-
-    def finite(v):
-        return v is not None and math.isfinite(v)
-
-    ordered = sorted(candidates, key=lambda c: c["step"])
-    entries = [{"score": c.get("quality"), "values": c.get("quality_values") or {}} for c in ordered]
-    i = choose_latest_within_noise(entries)
-    if i is not None:
-        chosen = ordered[i]
-        best = max((c for c in ordered if finite(c.get("quality"))), key=lambda c: (c["quality"], c["step"]))
-        rule = QUALITY_RULE + "; the latest checkpoint within noise of the highest-scoring one wins"
-    else:
-        chosen = min(ordered, key=lambda c: (c["mcd_db"] if finite(c.get("mcd_db")) else inf, -c["step"]))
-        best = None
-        rule = "no sentence had a CER (no text scored): lowest MCD-DTW, then the later step"
-    verdicts = []
-    for c in ordered:
-        v: dict[str, Any] = {"name": c["name"], "step": c["step"], "quality": c.get("quality"),
-                             "delta": None, "low": None, "high": None}
-        d = None
-        if best is not None and finite(c.get("quality")) and c is not best:
-            d = paired_difference(c.get("quality_values") or {}, best.get("quality_values") or {})
-            if d is not None:
-                v.update(delta=d.mean, low=d.low, high=d.high)
-        if c is chosen:
-            v["verdict"] = "selected" + (" (highest score)" if c is best else ", within noise of the highest")
-        elif best is None:
-            v["verdict"] = "higher MCD-DTW"
-        elif not finite(c.get("quality")):
-            v["verdict"] = "not scored (no CER)"
-        elif c is best:
-            v["verdict"] = f"highest score, but the later {chosen['name']} is within noise of it"
-        elif d is not None and d.worse_beyond_noise:
-            v["verdict"] = "worse beyond noise than the highest"
-        elif c["step"] < chosen["step"]:
-            v["verdict"] = "within noise, but earlier than the selected"
-        else:
-            v["verdict"] = "later, but worse beyond noise"
-        verdicts.append(v)
-    ranking = [chosen] + sorted((c for c in ordered if c is not chosen),
-                                key=lambda c: (-(c["quality"]) if finite(c.get("quality")) else inf, -c["step"]))
-    return {"selected": chosen["name"], "step": chosen["step"], "quality": chosen.get("quality"), "rule": rule,
-            "ranking": [c["name"] for c in ranking], "verdicts": verdicts}
-
-
-def write_selection(run: str | os.PathLike, name: str) -> Path:
-    """Record checkpoint file ``name`` (inside RUN/checkpoints) as the run's best, atomically."""
-    run = Path(run)
-    if not (run / "checkpoints" / name).is_file():
-        raise RunEvalError(f"{run / 'checkpoints' / name}: cannot select a checkpoint that does not exist")
-    path = run / "selected_checkpoint.txt"
-    atomic_write_text(path, name + "\n")
-    return path
-
-
 # ----------------------------------------------------------------------------- evaluation
 
 
@@ -374,23 +154,6 @@ class _Item:
     text: str
     speaker: str
     real_path: Path | None = None
-
-
-def _run_info(path: Path) -> dict[str, Any]:
-    """The few RUN/config.yaml keys eval needs (dataset, speakers), read leniently.
-
-    Not through the strict RunConfig loader: eval must keep working on runs whose config
-    holds keys of another voicetrain version; the checkpoints carry their own config.
-    """
-    import yaml
-
-    if not path.is_file():
-        return {}
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as e:
-        raise RunEvalError(f"{path}: unreadable ({e}); pass --dataset DATASET") from None
-    return data if isinstance(data, dict) else {}
 
 
 def _mean(vals: Iterable[float | None]) -> float | None:
@@ -486,8 +249,8 @@ def evaluate_run(cfg: RunEvalConfig, *, evaluator: Evaluator | None = None) -> d
         raise RunEvalError(f"--max-utterances must be at least 1, got {cfg.max_utterances}")
 
     # ---- dataset
-    run_info = _run_info(run / "config.yaml")
-    ds_path = cfg.dataset or run_info.get("dataset") or ""
+    settings = run_info(run / "config.yaml")
+    ds_path = cfg.dataset or settings.get("dataset") or ""
     if not ds_path:
         raise RunEvalError(f"{run / 'config.yaml'} names no dataset; pass --dataset DATASET")
     try:
@@ -504,7 +267,7 @@ def evaluate_run(cfg: RunEvalConfig, *, evaluator: Evaluator | None = None) -> d
     if not items and not extra:
         raise RunEvalError(f"{ds.root}: the validation split is empty and no --texts were given; nothing to synthesize")
     val_speakers = list(dict.fromkeys(it.speaker for it in items))
-    speakers_for_texts = val_speakers or list(run_info.get("speakers") or ds.info.speakers)
+    speakers_for_texts = val_speakers or list(settings.get("speakers") or ds.info.speakers)
     for i, (tid, text) in enumerate(extra):
         items.append(_Item("texts", tid, text, speakers_for_texts[i % len(speakers_for_texts)] if speakers_for_texts else ""))
     n_val = sum(it.set == "val" for it in items)
@@ -670,15 +433,4 @@ def _clean(result: dict[str, Any]) -> dict[str, Any]:
     r = dict(result)
     r["real"] = {**r["real"], "utterances": _strip_private(r["real"]["utterances"])}
     r["checkpoints"] = [{**c, "utterances": _strip_private(c["utterances"])} for c in r["checkpoints"]]
-    return _nan_to_none(json.loads(json.dumps(r, default=_json_default)))
-
-
-def _json_default(o):
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    if isinstance(o, np.bool_):
-        return bool(o)
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serializable: {type(o).__name__}")
-
+    return json_ready(r)
