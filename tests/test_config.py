@@ -15,7 +15,8 @@ def test_parse_assignment_reads_yaml_values():
 
 
 def test_overrides_go_through_the_strict_loader():
-    cfg = with_overrides(VocoderRunConfig(), ["loss.mel_weight=90", ("train.threads", 1)])
+    cfg = with_overrides(VocoderRunConfig(), ["loss.mel_weight=90", ("train.threads", 1), "train.devices=2"])
+    assert cfg.train.devices == "2"  # a text field keeps the text YAML would read as a number
     assert cfg.loss.mel_weight == 90.0 and isinstance(cfg.loss.mel_weight, float) and cfg.train.threads == 1
     assert cfg.optim == VocoderRunConfig().optim  # nothing else moves
     with pytest.raises(ConfigError, match="valid keys: .*mel_weight"):

@@ -304,6 +304,8 @@ def with_overrides(obj: T, assignments: "typing.Iterable[str | tuple[str, Any]]"
                 valid = sorted(k for k, v in node.items() if isinstance(v, dict))
                 raise ConfigError(f"{where} {key}: {here!r} is not a section; sections: {', '.join(valid)}")
             node = node[part]
+        if isinstance(item, str) and isinstance(node.get(name), str) and not isinstance(value, str):
+            value = item.partition("=")[2].strip()  # a text field keeps the text: devices=2, precision=32
         node[name] = value
     return from_dict(type(obj), data, where=where)
 
