@@ -52,6 +52,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, _umask_mode())  # a writer that recreates the file (safetensors) gets mkstemp's 0600 back
         _fsync(tmp)
         os.replace(tmp, path)
         _fsync(path.parent, os.O_RDONLY | os.O_DIRECTORY)
