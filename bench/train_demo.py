@@ -15,7 +15,6 @@ folder is recreated each time.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import shutil
@@ -85,7 +84,8 @@ def main(argv=None) -> None:
     import torch
 
     from voicetrain.run_config import OptimConfig, RunConfig, TrainConfig
-    from voicetrain.training.train import peak_rss_mb, train
+    from voicetrain.training.loop import peak_rss_mb
+    from voicetrain.training.train import train
 
     work = Path(args.work)
     ds = ensure_dataset(work, args.utterances)

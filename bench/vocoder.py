@@ -183,7 +183,7 @@ def main(argv=None) -> None:
     from voicetrain.data.demo import HELD_OUT
     from voicetrain.evaluation.models import Evaluator
     from voicetrain.inference.vocoder import BUILTIN, load_builtin_vocoder, load_vocoder_checkpoint
-    from voicetrain.training.train import peak_rss_mb
+    from voicetrain.training.loop import peak_rss_mb
     from voicetrain.vocoders import GriffinLim
 
     work = Path(args.work)

@@ -102,7 +102,9 @@ def main(argv=None) -> int:
         "n_voices": len(expand_voices([args.corpus_preset])), "train_utterances": len(ds.manifest("train")),
         "steps": loaded.step, "gan_start_step": run_cfg["loss"]["gan_start_step"],
         "train_minutes": (result.get("wall_seconds") or _metrics_wall_seconds(run)) / 60,
-        "machine": f"{__import__('os').cpu_count()} CPU cores ({platform.machine()})",
+        # the threads the run trained on (config.yaml), not the machine's cores: a 1-thread run on 2 cores is not 2x
+        "machine": (f"{run_cfg['train']['threads'] or 'all'} torch thread(s) on a {__import__('os').cpu_count()}-core "
+                    f"{platform.machine()} machine"),
         "source_checkpoint": f"{run.name}/checkpoints/{loaded.path.name}", "bench": bench,
     }
     folder = write_pretrained_vocoder(loaded, args.out, card(facts), facts, discriminators=disc)
