@@ -53,6 +53,10 @@ def test_voice_specs_and_presets():
         ["text2wave", "-eval", "(voice_kal_diphone)", "-o", "o.wav"], "Hi.")
     assert [v.spec for v in expand_voices(["flite:rms,flite:slt"])] == ["flite:rms", HELD_OUT]
     assert len(expand_voices(["multi"])) >= 8
+    # the base model's corpus: distinct English voices, without the demo voice (rms) it is fine-tuned to
+    base = expand_voices(["base"])
+    assert len(base) >= 20 and len({v.name for v in base}) == len(base)
+    assert not [v for v in base if v.voice == "rms" or v.engine == "festival" and v.voice not in ("kal_diphone", "ked_diphone")]
 
 
 def test_prompt_choice_is_deterministic_by_seed():

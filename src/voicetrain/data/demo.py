@@ -10,7 +10,7 @@ Voice specs: ``flite:NAME`` (rms, awb, kal16, slt, ...),
 ``festival:NAME`` (a festival voice, e.g. ``festival:kal_diphone``; ``text2wave``
 speaks it), each optionally followed by ``@CENTS``: the same voice shifted by sox
 ``pitch`` (which moves F0 and formants together), a new speaker (e.g.
-``flite:rms@+500``). Or a preset name (``single``, ``multi``, ``universal``).
+``flite:rms@+500``). Or a preset name (``single``, ``multi``, ``universal``, ``base``).
 Every slt voice is kept out of every preset: slt is the held-out voice of the
 benchmarks; name it explicitly to use it.
 """
@@ -58,6 +58,19 @@ PRESETS: dict[str, tuple[str, ...]] = {
         "festival:czech_dita", "festival:upc_ca_ona_hts",
         "flite:rms@+500", "flite:awb@+600", "flite:kal16@+400", "festival:ked_diphone@+500",
         "festival:lp_diphone@-300", "festival:upc_ca_ona_hts@+300", "festival:czech_dita@-250",
+    ),
+    # The shipped base acoustic model's corpus: English voices only (an acoustic model learns a language's
+    # phonemes), as many distinct ones as the synthesizers give, plus sox pitch-shifted copies as extra
+    # speakers. flite rms (the demo voice) is kept out so that `make demo` is a real new-voice fine-tune.
+    "base": (
+        "espeak:en-us+m3:p50:s160", "espeak:en-us+f2:p60:s150", "espeak:en-us+m1:p35:s170",
+        "espeak:en-us+f4:p75:s140", "espeak:en+klatt:p45:s155", "espeak:en-us+klatt2:p55:s165",
+        "espeak:en-us+f1:p70:s150", "espeak:en-gb+f3:p80:s145", "espeak:en-gb-x-rp+m2:p40:s150",
+        "espeak:en-gb-scotland+m7:p50:s150", "espeak:en-us+Annie:p65:s155", "espeak:en-us+klatt4:p50:s150",
+        "espeak:en-gb-x-gbclan+f5:p70:s150",
+        "flite:awb", "flite:kal16", "festival:kal_diphone", "festival:ked_diphone",
+        "flite:awb@+400", "flite:awb@-200", "flite:kal16@+600", "festival:ked_diphone@+500",
+        "festival:kal_diphone@+700",
     ),
 }
 HELD_OUT = "flite:slt"
