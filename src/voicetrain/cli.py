@@ -181,10 +181,16 @@ def train_cmd(
 @app.command("finetune")
 def finetune_cmd(
     dataset: Path = typer.Argument(..., help="A prepared DATASET of the new voice (2-10 minutes is enough)."),
-    base: Path = typer.Option(..., "--from", help="Base voice: a RUN folder (its best checkpoint) or a checkpoint file."),
+    base: Optional[str] = typer.Option(None, "--from", help="Base voice: the shipped multi-speaker base `builtin` (the "
+                                       "default), a registered NAME[@vN], a bundle folder, a RUN folder (its best "
+                                       "checkpoint) or a checkpoint file."),
     out: Path = typer.Option(..., "--out", help="RUN folder for the fine-tuned voice."),
-    strategy: str = typer.Option("speaker-embedding", "--strategy",
-                                 help="speaker-embedding (only the new speaker's vector trains), freeze-encoder, or full."),
+    strategy: str = typer.Option("full", "--strategy",
+                                 help="full (all weights train at a low rate; the measured best), freeze-encoder, or "
+                                      "speaker-embedding (only the new speaker's vector trains)."),
+    speaker_init: str = typer.Option("nearest", "--speaker-init",
+                                     help="The new speaker's starting vector: nearest (the base speaker nearest by "
+                                          "the speaker encoder) or mean (of the base speakers)."),
     speaker_name: Optional[str] = typer.Option(None, "--speaker-name", help="Name of the new speaker in the voice."),
     freeze: Optional[str] = typer.Option(None, "--freeze", help="Extra modules/groups to freeze, comma-separated."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Default by strategy: speaker-embedding 1e-2, freeze-encoder 1e-3, full 5e-4 (the base trains at 3e-3)."),
@@ -194,18 +200,19 @@ def finetune_cmd(
     early_stop: int = typer.Option(5, "--early-stop", help="Stop after N validations without improvement (0 = off)."),
     threads: int = typer.Option(0, "--threads"),
 ) -> None:
-    """Fine-tune a trained voice to a new speaker (freeze layers or train only the speaker embedding)."""
+    """Fine-tune a voice to a new speaker: by default the shipped multi-speaker base (`builtin`)."""
     from voicetrain.config import ConfigError
     from voicetrain.inference.checkpoint import CheckpointError
+    from voicetrain.registry.store import RegistryError
     from voicetrain.training.finetune import FinetuneConfig, finetune
 
-    ft = FinetuneConfig(strategy=strategy, speaker_name=speaker_name or "",
+    ft = FinetuneConfig(strategy=strategy, speaker_init=speaker_init, speaker_name=speaker_name or "",
                         freeze=[f.strip() for f in (freeze or "").split(",") if f.strip()], lr=lr,
                         max_steps=max_steps, max_minutes=max_minutes, batch_size=batch_size,
                         early_stopping_patience=early_stop, threads=threads)
     try:
         result = finetune(dataset, base, out, ft)
-    except (ConfigError, CheckpointError, FileNotFoundError) as e:
+    except (ConfigError, CheckpointError, RegistryError, FileNotFoundError) as e:
         _fail(str(e))
     typer.echo(f"{out}: {result.steps} steps in {result.wall_seconds/60:.1f} min; val loss {result.final_val_loss}; "
                f"trained {sum(result.extra['trainable_parameters'].values()):,} parameters; stopped: {result.stopped_because}")

@@ -13,7 +13,8 @@ from voicetrain.config import ConfigError
 from voicetrain.inference.checkpoint import find_checkpoint, load_checkpoint_safe, load_model
 from voicetrain.training.finetune import FinetuneConfig, IncompatibleBaseError, finetune
 
-FT = dict(max_steps=4, val_every_steps=2, batch_size=4, threads=1, early_stopping_patience=0, quality_sentences=0)
+FT = dict(max_steps=4, val_every_steps=2, batch_size=4, threads=1, early_stopping_patience=0, quality_sentences=0,
+          speaker_init="mean")
 
 
 def _state(path):
@@ -86,7 +87,14 @@ def test_unseen_symbols_are_named(tmp_path, tiny_run, prepared_demo_dataset):
     lines[0] = json.dumps(row, ensure_ascii=False)
     (ds / "train.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     with pytest.raises(IncompatibleBaseError, match="never saw: .*'ʀ'.*'ǂ'"):
-        finetune(ds, tiny_run, tmp_path / "r", FinetuneConfig(**FT))
+        finetune(ds, tiny_run, tmp_path / "r", FinetuneConfig(**FT, max_new_symbols=1))
+    # within the allowance the new symbols become new rows of the phoneme table; old ids stay put
+    finetune(ds, tiny_run, tmp_path / "r2", FinetuneConfig(**FT))
+    base_syms = json.loads((tiny_run / "symbols.json").read_text())["symbols"]
+    syms = json.loads((tmp_path / "r2" / "symbols.json").read_text())["symbols"]
+    assert syms == base_syms + ["ǂ", "ʀ"]
+    emb = _state(tmp_path / "r2" / "checkpoints" / "last.ckpt")["model.embedding.weight"]
+    assert emb.shape[0] == len(syms)
 
 
 def test_unknown_strategy_and_module(tmp_path, tiny_run, prepared_demo_dataset):

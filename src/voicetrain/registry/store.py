@@ -12,6 +12,10 @@ Layout of a store (default ``~/.local/share/voicetrain/models``)::
     NAME/removed.json        versions removed with `models remove`; their numbers are never reused
     NAME/.lock               serializes add/tag/remove of one name across processes
 
+Every store also lists ``builtin``: the multi-speaker base voice that ships inside the package
+(``voicetrain/pretrained/base``, a bundle of the same layout), read-only, version v1. The name is
+reserved: nothing can be added, tagged or removed under it.
+
 A version is built in a temp folder beside its final place and renamed into place
 (``rename`` of a folder onto an existing one fails, so two concurrent adds can never
 write the same version). This module imports no torch: ``models list`` stays fast.
@@ -39,6 +43,8 @@ MANIFEST = "manifest.json"
 VOICE_JSON = "voice.json"
 WEIGHTS = "model.safetensors"
 
+BUILTIN = "builtin"
+"""The reserved name of the shipped base voice (``voicetrain finetune`` starts from it by default)."""
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _VERSION_RE = re.compile(r"^v([1-9][0-9]{0,8})$")
 _VERSION_LIKE_RE = re.compile(r"v[0-9]+")
@@ -63,6 +69,11 @@ def default_store_dir() -> Path:
         return Path(home).expanduser() / "models"
     data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(data).expanduser() / "voicetrain" / "models"
+
+
+def builtin_dir() -> Path:
+    """The shipped base voice's bundle folder inside the package (it may be absent in a source checkout)."""
+    return Path(__file__).resolve().parent.parent / "pretrained" / "base"
 
 
 def validate_name(name: str, what: str = "voice name") -> str:
@@ -191,6 +202,8 @@ class ModelStore:
         return sorted(found, key=parse_version)
 
     def tags(self, name: str) -> dict[str, str]:
+        if name == BUILTIN:
+            return {"latest": "v1"}
         p = self.root / validate_name(name) / "tags.json"
         tags = json.loads(p.read_text(encoding="utf-8")) if p.exists() else {}
         versions = self.versions(name)
@@ -201,6 +214,13 @@ class ModelStore:
     def resolve(self, ref: str | VoiceRef) -> Path:
         """NAME / NAME@vN / NAME@TAG -> the bundle folder (not verified; see :func:`verify_bundle`)."""
         ref = VoiceRef.parse(ref) if isinstance(ref, str) else ref
+        if ref.name == BUILTIN:
+            if ref.selector not in ("latest", "v1"):
+                raise BundleNotFoundError(f"the shipped voice {BUILTIN!r} has only version v1 (got {ref.selector!r})")
+            if not is_bundle_dir(builtin_dir()):
+                raise BundleNotFoundError(f"this voicetrain install has no shipped base voice ({builtin_dir()} is "
+                                          "missing); reinstall voicetrain, or pass --from RUN")
+            return builtin_dir()
         versions = self.versions(ref.name)
         if not versions:
             known = ", ".join(self.names()) or "none"
@@ -218,7 +238,7 @@ class ModelStore:
         return self.root / ref.name / tags[ref.selector]
 
     def info(self, name: str, version: str) -> BundleInfo:
-        path = self.root / name / version
+        path = builtin_dir() if name == BUILTIN else self.root / name / version
         try:
             voice = json.loads((path / VOICE_JSON).read_text(encoding="utf-8"))
         except (OSError, ValueError):
@@ -228,12 +248,13 @@ class ModelStore:
                           tuple(voice.get("speakers", [])))
 
     def list(self) -> list[BundleInfo]:
-        return [self.info(n, v) for n in self.names() for v in self.versions(n)]
+        shipped = [self.info(BUILTIN, "v1")] if is_bundle_dir(builtin_dir()) else []
+        return shipped + [self.info(n, v) for n in self.names() for v in self.versions(n)]
 
     def show(self, ref: str) -> dict[str, Any]:
         """Bundle info plus its model card (card.json) and voice.json summary."""
         path = self.resolve(ref)
-        name, version = path.parent.name, path.name
+        name, version = (BUILTIN, "v1") if path == builtin_dir() else (path.parent.name, path.name)
         out = self.info(name, version).to_dict()
         card = path / "card.json"
         out["card"] = json.loads(card.read_text(encoding="utf-8")) if card.exists() else None
@@ -242,6 +263,9 @@ class ModelStore:
     # ------------------------------------------------------------------ writing
     @contextlib.contextmanager
     def _locked(self, name: str) -> Iterator[Path]:
+        if name == BUILTIN:
+            raise RegistryError(f"{BUILTIN!r} is the shipped base voice: it is read-only and its name is reserved; "
+                                "use another name")
         d = self.root / validate_name(name)
         d.mkdir(parents=True, exist_ok=True)
         with open(d / ".lock", "a") as lock:
