@@ -19,7 +19,6 @@ import subprocess
 import sys
 import time
 from importlib.resources import files
-from pathlib import Path
 
 import numpy as np
 

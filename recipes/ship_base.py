@@ -63,7 +63,6 @@ def main(argv=None) -> int:
                                                    "2-core x86_64 machine (no GPU)'.")
     args = ap.parse_args(argv)
 
-    import numpy as np
     import yaml
     from safetensors.torch import load_file, save_file
 

@@ -7,7 +7,6 @@ import os
 
 import numpy as np
 import pytest
-import torch
 from typer.testing import CliRunner
 
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
