@@ -1,31 +1,30 @@
-"""Fine-tuning vs training from scratch at the same wall-clock budget; one JSON line per run.
+"""Fine-tuning a base vs training from scratch at the same wall-clock budget; one JSON line per run.
 
 Set-up (cached under --work, re-runs reuse it):
-  (a) a multi-speaker base: the 9-voice synthetic demo corpus (`--voices multi`), prepared,
-      trained for --base-minutes (or --base RUN: an existing base run, e.g. from
-      recipes/base_model_cpu.sh);
-  (b) the held-out voice, flite slt (never in the base corpus), --target-utterances ARCTIC
-      prompts (~3 minutes of audio at 60), prepared with the same settings.
+  (a) the base: the shipped one (`--base builtin`, the default), a registered voice or bundle folder,
+      a base RUN folder, or `--base build`: the 9-voice synthetic demo corpus (`--voices multi`),
+      prepared and trained for --base-minutes;
+  (b) the held-out voice, flite slt (never in any base corpus), --target-utterances ARCTIC prompts
+      (~3 minutes of audio at 60, ~1 minute at 20), prepared with the same settings.
 Runs (recreated each time), each with the SAME wall-clock budget --minutes and --threads:
-  speaker-embedding, freeze-encoder, full (`voicetrain.training.finetune.finetune` from the
-  base), and scratch (`voicetrain.training.train.train` on the slt dataset, default RunConfig;
+  full, freeze-encoder, speaker-embedding (`voicetrain.training.finetune.finetune` from the base;
+  a `:mean` suffix starts the new speaker's row from the mean row instead of the nearest base
+  speaker), and scratch (`voicetrain.training.train.train` on the slt dataset, default RunConfig;
   only the budget, thread count and validation cadence are set). No early stopping: every run
-  spends the whole budget; the run's best checkpoint by validation loss is evaluated.
-Figures per run (one JSON line each):
-  speaker_similarity   resemblyzer cosine of the synthesized held-out sentences to the mean
-                       embedding of real slt recordings (the slt dataset's training wavs),
-                       averaged over sentences;
-  nearest_base_voice / similarity_to_nearest_base
-                       the base voice whose centroid (its training wavs) the synthesized
-                       sentences are closest to on average, and that cosine;
-  target_nearest_rate  share of sentences whose nearest centroid (slt or a base voice) is slt;
-  cer                  pocketsphinx CER of --sentences held-out Harvard sentences;
-  val_loss (final), best_val_loss, steps, trainable_parameters, train_wall_s.
-Ceilings in every line: real_cer and real_speaker_similarity of flite slt itself speaking the
-same Harvard sentences.
+  spends the whole budget; the run's chosen checkpoint ("best": by quality when scored) is evaluated.
+Figures per run (one JSON line each), on --sentences held-out Harvard sentences, synthesized with
+--vocoder (default: the shipped vocoder), beside flite slt itself speaking them (real_*):
+  cer_whisper / cer   Whisper tiny.en CER (the judge) / pocketsphinx CER beside it;
+  speaker_similarity  resemblyzer cosine to the centroid of real slt (its training wavs), mean;
+  target_nearest_rate share of sentences whose nearest centroid (slt or a base voice) is slt;
+  nearest_base_voice  the base voice the sentences are closest to on average, and that cosine;
+  dnsmos_ovrl         DNSMOS P.835 overall;
+  vs_scratch          paired bootstrap 95% intervals of (run - scratch) per sentence;
+  targets             issue 20's bar: Whisper CER <= 1.2x real, nearest = slt on every sentence,
+                      similarity within 0.05 of the real recordings', DNSMOS within 0.3 of real.
 
-    .venv/bin/python bench/finetune.py [--base-minutes 10] [--minutes 3] [--threads 2]
-    .venv/bin/python bench/finetune.py --base work/base-cpu/run --minutes 3
+    .venv/bin/python bench/finetune.py [--base builtin] [--minutes 3] [--threads 2] [--runs full,scratch]
+    .venv/bin/python bench/finetune.py --target-utterances 20 --minutes 1     # 1 minute of audio and training
 """
 
 from __future__ import annotations
@@ -61,30 +60,31 @@ def ensure_prepared(corpus: Path, dataset: Path, voices: list[str], utterances: 
     return dataset
 
 
-def ensure_base(args, work: Path) -> tuple[Path, Path, float | None]:
-    """(base run, base dataset, base training seconds or None when reused)."""
-    import yaml
-
+def ensure_base(args, work: Path) -> tuple[str, dict[str, np.ndarray] | None, Path | None, float | None]:
+    """(base source for finetune, base centroids or None, base dataset or None, base training seconds or None)."""
     from voicetrain.run_config import RunConfig, TrainConfig
+    from voicetrain.training.finetune import load_base
     from voicetrain.training.train import train
 
-    if args.base:
-        run = Path(args.base)
-        cfg = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
-        return run, Path(cfg["dataset"]), None
+    if args.base != "build":
+        base = load_base(args.base)
+        if base.centroids is not None:
+            return args.base, base.centroids, None, None
+        ds = Path(base.run_cfg.dataset) if base.run_cfg.dataset else None
+        return args.base, None, ds if ds and (ds / "dataset.yaml").exists() else None, None
     root = work / f"base-multi{args.base_utterances}"
     ds = ensure_prepared(root / "corpus", root / "dataset", ["multi"], args.base_utterances, 0)
     run = root / f"run-{args.base_minutes:g}min"
     if (run / "result.json").exists():
         log(f"reusing base run {run}")
-        return run, ds, None
+        return str(run), None, ds, None
     shutil.rmtree(run, ignore_errors=True)
     log(f"training the base for {args.base_minutes} min into {run}")
     cfg = RunConfig(train=TrainConfig(max_steps=10_000_000, max_minutes=args.base_minutes, threads=args.threads,
                                       val_every_steps=args.val_every * 4, checkpoint_every_steps=args.val_every * 4))
     t0 = time.time()
     train(ds, run, cfg)
-    return run, ds, time.time() - t0
+    return str(run), None, ds, time.time() - t0
 
 
 def harvard(n: int) -> list[tuple[str, str]]:
@@ -94,7 +94,7 @@ def harvard(n: int) -> list[tuple[str, str]]:
 
 
 def real_target(work: Path, sentences) -> dict[str, tuple[np.ndarray, int]]:
-    """flite slt speaking the held-out sentences: the ceiling for CER and similarity."""
+    """flite slt speaking the held-out sentences: the ceiling for every figure."""
     import soundfile as sf
 
     out = work / f"harvard_{TARGET_VOICE}"
@@ -109,47 +109,43 @@ def real_target(work: Path, sentences) -> dict[str, tuple[np.ndarray, int]]:
     return audio
 
 
-def centroids(ev, ds_dir: Path, per_speaker: int) -> dict[str, np.ndarray]:
-    from voicetrain.audio.io import load_audio, to_mono
-    from voicetrain.data.manifest import PreparedDataset
-    from voicetrain.evaluation.evaluate_run import _spread
-    from voicetrain.evaluation.metrics import mean_embedding
+def per_sentence(ev, wavs: list[tuple[str, np.ndarray, int]], sentences: dict[str, str], target: np.ndarray,
+                 base: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+    """{metric: {sentence id: value}} for every figure of one system."""
+    from voicetrain.evaluation.metrics import cosine_similarity, error_rates
 
-    ds = PreparedDataset.open(ds_dir)
-    by: dict[str, list] = {}
-    for u in ds.manifest("train"):
-        by.setdefault(u.speaker, []).append(u)
-    out = {}
-    for spk, us in sorted(by.items()):
-        embs = []
-        for u in _spread(sorted(us, key=lambda u: u.id), per_speaker):
-            a, sr = load_audio(ds.root / u.audio)
-            embs.append(ev.speaker_encoder.embed(to_mono(a), sr))
-        out[spk] = mean_embedding(embs)
+    out: dict[str, dict] = {k: {} for k in ("cer_whisper", "cer", "speaker_similarity", "nearest_is_target",
+                                            "dnsmos_ovrl")}
+    out["base_sims"] = {}
+    for sid, wav, sr in wavs:
+        wav = np.clip(wav, -1.0, 1.0)
+        out["cer_whisper"][sid] = error_rates(sentences[sid], ev.whisper.transcribe(wav, sr)).cer
+        out["cer"][sid] = error_rates(sentences[sid], ev.pocketsphinx.transcribe(wav, sr)).cer
+        emb = ev.speaker_encoder.embed(wav, sr)
+        s = cosine_similarity(emb, target)
+        out["speaker_similarity"][sid] = s
+        bs = {k: cosine_similarity(emb, c) for k, c in base.items()}
+        out["base_sims"][sid] = bs
+        out["nearest_is_target"][sid] = float(s > max(bs.values(), default=-1.0))
+        out["dnsmos_ovrl"][sid] = ev.dnsmos.score(wav, sr).ovrl
     return out
 
 
-def score(ev, wavs: list[tuple[str, np.ndarray, int]], sentences: dict[str, str], target: np.ndarray,
-          base: dict[str, np.ndarray]) -> dict:
-    from voicetrain.evaluation.metrics import cosine_similarity, error_rates
-
-    cers, sims, nearest_target = [], [], []
-    base_sims = {k: [] for k in base}
-    for sid, wav, sr in wavs:
-        cers.append(error_rates(sentences[sid], ev.pocketsphinx.transcribe(wav, sr)).cer)
-        emb = ev.speaker_encoder.embed(wav, sr)
-        s = cosine_similarity(emb, target)
-        sims.append(s)
-        bs = {k: cosine_similarity(emb, c) for k, c in base.items()}
+def summary(per: dict[str, dict]) -> dict:
+    r4 = lambda v: round(float(v), 4)  # noqa: E731
+    means: dict[str, list[float]] = {}
+    for bs in per["base_sims"].values():
         for k, v in bs.items():
-            base_sims[k].append(v)
-        nearest_target.append(s > max(bs.values(), default=-1.0))
-    means = {k: float(np.mean(v)) for k, v in base_sims.items() if v}
-    nearest = max(means, key=means.get) if means else None
-    return {"cer": round(float(np.mean(cers)), 4), "speaker_similarity": round(float(np.mean(sims)), 4),
+            means.setdefault(k, []).append(v)
+    base_mean = {k: float(np.mean(v)) for k, v in means.items()}
+    nearest = max(base_mean, key=base_mean.get) if base_mean else None
+    return {"cer_whisper": r4(np.mean(list(per["cer_whisper"].values()))),
+            "cer": r4(np.mean(list(per["cer"].values()))),
+            "speaker_similarity": r4(np.mean(list(per["speaker_similarity"].values()))),
+            "target_nearest_rate": round(float(np.mean(list(per["nearest_is_target"].values()))), 3),
             "nearest_base_voice": nearest,
-            "similarity_to_nearest_base": round(means[nearest], 4) if nearest else None,
-            "target_nearest_rate": round(float(np.mean(nearest_target)), 3)}
+            "similarity_to_nearest_base": r4(base_mean[nearest]) if nearest else None,
+            "dnsmos_ovrl": round(float(np.mean(list(per["dnsmos_ovrl"].values()))), 3)}
 
 
 def best_val_loss(run: Path) -> float | None:
@@ -159,7 +155,7 @@ def best_val_loss(run: Path) -> float | None:
     return round(min(vals), 4) if vals else None
 
 
-def _train_one(name: str, run: Path, args, base_run: Path, target_ds: Path, snaps: list[float]):
+def _train_one(name: str, run: Path, args, base: str, target_ds: Path, snaps: list[float]):
     """Train one run under the shared budget; returns (RunResult, trainable parameter count)."""
     from voicetrain.inference.checkpoint import find_checkpoint, load_model
     from voicetrain.run_config import RunConfig
@@ -175,43 +171,57 @@ def _train_one(name: str, run: Path, args, base_run: Path, target_ds: Path, snap
         res = train(target_ds, run, cfg)
         model = load_model(find_checkpoint(run, "last")).model
         return res, sum(p.numel() for p in model.parameters())
-    res = finetune(target_ds, base_run, run, FinetuneConfig(
-        strategy=name, max_steps=10_000_000, max_minutes=args.minutes, threads=args.threads,
-        val_every_steps=args.val_every, early_stopping_patience=0, snapshot_minutes=snaps))
+    strategy, _, init = name.partition(":")
+    res = finetune(target_ds, base, run, FinetuneConfig(
+        strategy=strategy, speaker_init=init or "nearest", max_steps=10_000_000, max_minutes=args.minutes,
+        threads=args.threads, val_every_steps=args.val_every, early_stopping_patience=0, snapshot_minutes=snaps))
     return res, sum(res.extra["trainable_parameters"].values())
+
+
+def targets(line: dict, real: dict) -> dict[str, bool]:
+    return {"whisper_cer_le_1.2x_real": line["cer_whisper"] <= 1.2 * real["cer_whisper"] + 1e-9,
+            "nearest_is_slt_on_every_sentence": line["target_nearest_rate"] >= 1.0,
+            "similarity_within_0.05_of_real": line["speaker_similarity"] >= real["speaker_similarity"] - 0.05,
+            "dnsmos_within_0.3_of_real": line["dnsmos_ovrl"] >= real["dnsmos_ovrl"] - 0.3}
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--work", default="/tmp/voicetrain-bench-finetune")
-    ap.add_argument("--base", default=None, help="An existing base RUN folder (skips building the base).")
-    ap.add_argument("--base-minutes", type=float, default=10.0, help="Base training budget (cached per value).")
-    ap.add_argument("--base-utterances", type=int, default=60, help="ARCTIC prompts per base voice.")
+    ap.add_argument("--base", default="builtin",
+                    help="builtin (the shipped base), a registered NAME, a bundle or RUN folder, or 'build'.")
+    ap.add_argument("--base-minutes", type=float, default=10.0, help="--base build: training budget (cached).")
+    ap.add_argument("--base-utterances", type=int, default=60, help="--base build: ARCTIC prompts per voice.")
     ap.add_argument("--target-utterances", type=int, default=60, help="slt prompts (~3 min of audio at 60).")
     ap.add_argument("--minutes", type=float, default=3.0, help="Wall-clock budget of EACH run.")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--val-every", type=int, default=20, help="Validate (and checkpoint) every N steps.")
-    ap.add_argument("--sentences", type=int, default=10, help="Held-out Harvard sentences to score.")
-    ap.add_argument("--runs", default="speaker-embedding,freeze-encoder,full,scratch")
-    ap.add_argument("--compare", action=argparse.BooleanOptionalAction, default=True,
+    ap.add_argument("--sentences", type=int, default=20, help="Held-out Harvard sentences to score.")
+    ap.add_argument("--runs", default="full,scratch",
+                    help="Comma-separated: full, freeze-encoder, speaker-embedding (each optionally :mean), scratch.")
+    ap.add_argument("--vocoder", default="builtin", help="Vocoder for every run's sentences (builtin, griffin-lim).")
+    ap.add_argument("--compare", action=argparse.BooleanOptionalAction, default=False,
                     help="Also write a `voicetrain compare` report of the runs to WORK/compare-Mmin.")
     args = ap.parse_args(argv)
     names = [n.strip() for n in args.runs.split(",") if n.strip()]
-    unknown = [n for n in names if n not in (*STRATEGIES, "scratch")]
+    unknown = [n for n in names if n != "scratch" and (n.partition(":")[0] not in STRATEGIES
+                                                        or n.partition(":")[2] not in ("", "mean", "nearest"))]
     if unknown:
-        ap.error(f"--runs: unknown {unknown}; choose from {', '.join(STRATEGIES)}, scratch")
+        ap.error(f"--runs: unknown {unknown}; choose from {', '.join(STRATEGIES)} (optionally :mean), scratch")
 
     import torch
 
     from voicetrain.data.manifest import PreparedDataset
     from voicetrain.evaluation.models import Evaluator, torch_threads
-    from voicetrain.inference.checkpoint import find_checkpoint
+    from voicetrain.evaluation.quality import paired_difference
+    from voicetrain.inference.checkpoint import choose_checkpoint
     from voicetrain.inference.synthesizer import Synthesizer
+    from voicetrain.training.finetune import speaker_centroids
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()[0]
-    base_run, base_ds, base_train_s = ensure_base(args, work)
+    base, base_c, base_ds, base_train_s = ensure_base(args, work)
     troot = work / f"target-{TARGET_VOICE}{args.target_utterances}"
     target_ds = ensure_prepared(troot / TARGET_VOICE, troot / "dataset", [f"flite:{TARGET_VOICE}"],
                                 args.target_utterances, 0)
@@ -222,19 +232,18 @@ def main(argv=None) -> None:
     import soundfile as sf
 
     source_s = sum(sf.info(str(p)).duration for p in (troot / TARGET_VOICE).rglob("*.wav"))
-    base_result = json.loads((base_run / "result.json").read_text()) if (base_run / "result.json").exists() else {}
 
-    runs_root = work / f"runs-{args.minutes:g}min"
+    runs_root = work / f"runs-{args.target_utterances}utt-{args.minutes:g}min"
     results = {}
     for name in names:
-        run = runs_root / name
+        run = runs_root / name.replace(":", "-")
         shutil.rmtree(run, ignore_errors=True)
         snaps = [round(args.minutes / 2, 4)]
         log(f"{name}: {args.minutes} min budget -> {run}")
         t0 = time.time()
         # Lightning's progress bar writes to stdout; keep stdout for the JSON lines
         with contextlib.redirect_stdout(sys.stderr):
-            res, trainable = _train_one(name, run, args, base_run, target_ds, snaps)
+            res, trainable = _train_one(name, run, args, base, target_ds, snaps)
         results[name] = (run, res, trainable, time.time() - t0)
 
     # ---- evaluation (not part of any budget)
@@ -243,36 +252,50 @@ def main(argv=None) -> None:
     sentences = harvard(args.sentences)
     texts = dict(sentences)
     real = real_target(work, sentences)
-    target_c = centroids(ev, target_ds, 20)[speaker]
-    base_c = centroids(ev, base_ds, 10)
-    real_scores = score(ev, [(s, *real[s]) for s, _ in sentences], texts, target_c, base_c)
+    target_c = speaker_centroids(tds, ev.speaker_encoder, per_speaker=20)[speaker]
+    if base_c is None:
+        base_c = speaker_centroids(PreparedDataset.open(base_ds), ev.speaker_encoder, 10) if base_ds else {}
+    real_per = per_sentence(ev, [(s, *real[s]) for s, _ in sentences], texts, target_c, base_c)
+    real_sum = summary(real_per)
+    per_run = {}
     for name, (run, res, trainable, total_s) in results.items():
-        ck = find_checkpoint(run, "best")
-        synth = Synthesizer.from_checkpoint(ck)
+        choice = choose_checkpoint(run, "best")
+        synth = Synthesizer.from_checkpoint(choice.path, vocoder=args.vocoder)
         spk = speaker if speaker in synth.speakers else None
         wavs = []
         for sid, text in sentences:
             with torch_threads(1):
                 wav, sr = synth.synthesize(text, spk)
             wavs.append((sid, wav, sr))
-        line = {
-            "bench": "finetune", "run": name, "strategy": name if name != "scratch" else "from scratch",
-            **score(ev, wavs, texts, target_c, base_c),
+        per_run[name] = per_sentence(ev, wavs, texts, target_c, base_c)
+    for name, (run, res, trainable, total_s) in results.items():
+        line = {"bench": "finetune", "run": name, **summary(per_run[name])}
+        if name != "scratch" and "scratch" in per_run:
+            line["vs_scratch"] = {}
+            for k in ("cer_whisper", "speaker_similarity", "dnsmos_ovrl"):
+                d = paired_difference(per_run[name][k], per_run["scratch"][k])
+                line["vs_scratch"][k] = {"mean": round(d.mean, 4), "ci95": [round(d.low, 4), round(d.high, 4)]}
+        init = res.extra.get("speaker_init", {})
+        line.update({
+            "targets": targets(line, real_sum),
+            "speaker_init": init.get("method"), "speaker_init_from": next(
+                (v["nearest"] for v in init.get("speakers", {}).values()), None),
             "val_loss": round(res.final_val_loss, 4) if res.final_val_loss is not None else None,
             "best_val_loss": best_val_loss(run), "steps": res.steps,
-            "evaluated_checkpoint": ck.name, "trainable_parameters": trainable,
+            "evaluated_checkpoint": choose_checkpoint(run, "best").path.name, "trainable_parameters": trainable,
             "train_wall_s": round(res.wall_seconds, 1), "total_wall_s": round(total_s, 1),
             "stopped_because": res.stopped_because, "budget_min": args.minutes, "threads": args.threads,
-            "real_cer": real_scores["cer"], "real_speaker_similarity": real_scores["speaker_similarity"],
+            "vocoder": args.vocoder,
+            "real_cer_whisper": real_sum["cer_whisper"], "real_cer": real_sum["cer"],
+            "real_speaker_similarity": real_sum["speaker_similarity"], "real_dnsmos_ovrl": real_sum["dnsmos_ovrl"],
+            "real_target_nearest_rate": real_sum["target_nearest_rate"],
             "held_out": f"{len(sentences)} Harvard sentences",
-            "target_source_audio_s": round(source_s, 1), "target_train_audio_s": round(train_s, 1), "target_val_audio_s": round(val_s, 1),
-            "base": str(base_run), "base_steps": base_result.get("steps"),
-            "base_train_wall_s": round(base_result["wall_seconds"], 1) if base_result.get("wall_seconds") else None,
-            "base_speakers": len(base_c),
-            "base_trained_now_s": round(base_train_s, 1) if base_train_s is not None else None, "load_avg_1m_before": round(load_before, 2),
-            "load_avg_1m_now": round(os.getloadavg()[0], 2), "machine": f"{os.cpu_count()} cpu",
-            "run_dir": str(run),
-        }
+            "target_source_audio_s": round(source_s, 1), "target_train_audio_s": round(train_s, 1),
+            "target_val_audio_s": round(val_s, 1), "base": base, "base_speakers": len(base_c),
+            "base_trained_now_s": round(base_train_s, 1) if base_train_s is not None else None,
+            "load_avg_1m_before": round(load_before, 2), "load_avg_1m_now": round(os.getloadavg()[0], 2),
+            "machine": f"{os.cpu_count()} cpu", "run_dir": str(run),
+        })
         print(json.dumps(line), flush=True)
 
     if args.compare and len(results) >= 2:
