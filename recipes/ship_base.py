@@ -9,6 +9,8 @@ as the read-only voice ``builtin`` and `voicetrain finetune DATA --out RUN` star
 - model.safetensors: the chosen checkpoint's weights in fp16 (widened to float32 on load);
 - speaker_centroids.json: each base speaker's resemblyzer centroid (10 training clips), so a new
   speaker's row starts from the nearest base voice without the base corpus;
+- finetune_curve.json: the measured curve `prepare` answers "is my data enough?" from (the bench
+  lines of runs `full` and `scratch`: minutes of audio, minutes of training, figures against real);
 - README.md: the model card: data, steps, CPU time, and the figures of `bench/finetune.py --base
   builtin`, whose JSON lines --bench names (optional on a first ship: the card then says so).
 
@@ -93,6 +95,13 @@ def main(argv=None) -> int:
         enc = SpeakerEncoder()
         cents = speaker_centroids(PreparedDataset.open(dataset), enc, per_speaker=10)
         (staging / CENTROIDS).write_text(json.dumps({k: [round(float(x), 6) for x in v] for k, v in cents.items()}))
+        curve = [{"run": ln["run"], "audio_minutes": round((ln["target_train_audio_s"] + ln["target_val_audio_s"]) / 60, 2),
+                  "train_minutes": ln["budget_min"], "cer_ratio": round(ln["cer_whisper"] / max(ln["real_cer_whisper"], 1e-3), 3),
+                  "similarity_gap": round(ln["speaker_similarity"] - ln["real_speaker_similarity"], 4),
+                  "dnsmos_gap": round(ln["dnsmos_ovrl"] - ln["real_dnsmos_ovrl"], 3)}
+                 for ln in bench if ln.get("run") in ("full", "scratch")]
+        if curve:
+            (staging / "finetune_curve.json").write_text(json.dumps(curve, indent=1))
         paths = {str(run): run.name, str(dataset): dataset.name, str(Path(tmp)): "store"}
         for name in ("voice.json", "card.json", "card.md"):
             p = staging / name

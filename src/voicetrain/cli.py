@@ -85,6 +85,10 @@ def prepare_cmd(
         typer.echo(f"quarantined {r.n_quarantined}: " + ", ".join(f"{k} {v}" for k, v in sorted(r.reasons.items())))
     if r.warnings:
         typer.echo("warnings: " + ", ".join(f"{k} {v}" for k, v in sorted(r.warnings.items())))
+    if len(r.speakers) == 1:
+        from voicetrain.data.enough import advise, load_curve
+
+        typer.echo("is it enough? " + "\n  ".join(advise(r.hours * 60, load_curve())))
     typer.echo(f"details: {r.root / 'qc.json'}, {r.root / 'report.html'}")
 
 

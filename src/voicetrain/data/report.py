@@ -72,8 +72,12 @@ def write_report(root: Path, corpus: "Corpus", issues: dict[str, list[Issue]], u
 
     ``loudness``: each kept utterance's source loudness (LUFS) for the per-speaker plot.
     """
+    from voicetrain.data.enough import advise, load_curve
+
     errors = {uid: [i for i in found if i.is_error] for uid, found in issues.items()}
+    minutes = sum(u.duration for u in utts.values()) / 60
     write_page(root / "report.html", "dataset_report.html", corpus=corpus, issues=issues, utts=utts,
+               enough=advise(minutes, load_curve()),
                plots=_plots(root, utts, loudness) if utts else [],
                quarantined={uid: e for uid, e in errors.items() if e},
                sources={it.id: it.audio or "" for it in corpus.items})
