@@ -25,6 +25,13 @@ Figures per run (one JSON line each), on --sentences held-out Harvard sentences,
 
     .venv/bin/python bench/finetune.py [--base builtin] [--minutes 3] [--threads 2] [--runs full,scratch]
     .venv/bin/python bench/finetune.py --target-utterances 20 --minutes 1     # 1 minute of audio and training
+    .venv/bin/python bench/finetune.py --runs full --vocoder-minutes 10       # + the vocoder on the voice's own mels
+
+--vocoder-minutes M (issue 15's own-voice vocoder): after the runs, `train-vocoder TARGET --from builtin
+--on-generated FULL_RUN --max-minutes M` fine-tunes the shipped vocoder on the first fine-tuned run's
+teacher-forced mels; one more JSON line ("bench": "finetune-vocoder") scores that run's held-out
+sentences through Griffin-Lim, the shipped vocoder and the fine-tuned one, beside the real recordings,
+with paired intervals against Griffin-Lim.
 """
 
 from __future__ import annotations
@@ -200,6 +207,8 @@ def main(argv=None) -> None:
     ap.add_argument("--runs", default="full,scratch",
                     help="Comma-separated: full, freeze-encoder, speaker-embedding (each optionally :mean), scratch.")
     ap.add_argument("--vocoder", default="builtin", help="Vocoder for every run's sentences (builtin, griffin-lim).")
+    ap.add_argument("--vocoder-minutes", type=float, default=0.0,
+                    help="Fine-tune the shipped vocoder on the first fine-tuned run's own mels for M minutes (0 = off).")
     ap.add_argument("--compare", action=argparse.BooleanOptionalAction, default=False,
                     help="Also write a `voicetrain compare` report of the runs to WORK/compare-Mmin.")
     args = ap.parse_args(argv)
@@ -245,6 +254,25 @@ def main(argv=None) -> None:
         with contextlib.redirect_stdout(sys.stderr):
             res, trainable = _train_one(name, run, args, base, target_ds, snaps)
         results[name] = (run, res, trainable, time.time() - t0)
+
+    tuned_runs = [n for n in results if n != "scratch"]
+    vocoder_run = vocoder_s = None
+    if args.vocoder_minutes > 0 and tuned_runs:
+        from voicetrain.config import with_overrides
+        from voicetrain.training.train_vocoder import train_vocoder
+        from voicetrain.vocoder_config import VocoderRunConfig
+
+        acoustic = results[tuned_runs[0]][0]
+        vocoder_run = runs_root / f"vocoder-{tuned_runs[0].replace(':', '-')}"
+        shutil.rmtree(vocoder_run, ignore_errors=True)
+        log(f"vocoder: {args.vocoder_minutes} min on {acoustic}'s own mels -> {vocoder_run}")
+        vcfg = with_overrides(VocoderRunConfig(), [("on_generated", str(acoustic.resolve())),
+                                                   ("train.max_minutes", args.vocoder_minutes),
+                                                   ("train.threads", args.threads)])
+        t0 = time.time()
+        with contextlib.redirect_stdout(sys.stderr):
+            train_vocoder(target_ds, vocoder_run, vcfg, resume=False, init_from="builtin")
+        vocoder_s = time.time() - t0
 
     # ---- evaluation (not part of any budget)
     torch.set_num_threads(args.threads)
@@ -296,6 +324,39 @@ def main(argv=None) -> None:
             "load_avg_1m_before": round(load_before, 2), "load_avg_1m_now": round(os.getloadavg()[0], 2),
             "machine": f"{os.cpu_count()} cpu", "run_dir": str(run),
         })
+        print(json.dumps(line), flush=True)
+
+    if vocoder_run is not None:
+        run = results[tuned_runs[0]][0]
+        choice = choose_checkpoint(run, "best")
+        by_vocoder = {}
+        for voc in ("griffin-lim", "builtin", str(vocoder_run)):
+            synth = Synthesizer.from_checkpoint(choice.path, vocoder=voc)
+            spk = speaker if speaker in synth.speakers else None
+            wavs = []
+            for sid, text in sentences:
+                with torch_threads(1):
+                    wav, sr = synth.synthesize(text, spk)
+                wavs.append((sid, wav, sr))
+            by_vocoder[voc] = per_sentence(ev, wavs, texts, target_c, base_c)
+        gl = by_vocoder["griffin-lim"]
+        line = {"bench": "finetune-vocoder", "run": tuned_runs[0], "acoustic_checkpoint": choice.path.name,
+                "vocoder_minutes": args.vocoder_minutes, "vocoder_wall_s": round(vocoder_s, 1)}
+        for voc, label in (("griffin-lim", "griffin_lim"), ("builtin", "builtin"), (str(vocoder_run), "finetuned")):
+            entry = summary(by_vocoder[voc])
+            if voc != "griffin-lim":
+                entry["minus_griffin_lim"] = {}
+                for k in ("cer_whisper", "speaker_similarity", "dnsmos_ovrl"):
+                    d = paired_difference(by_vocoder[voc][k], gl[k])
+                    entry["minus_griffin_lim"][k] = {"mean": round(d.mean, 4), "ci95": [round(d.low, 4), round(d.high, 4)]}
+            line[label] = entry
+        ft = line["finetuned"]
+        line["targets"] = {"dnsmos_within_0.3_of_real": ft["dnsmos_ovrl"] >= real_sum["dnsmos_ovrl"] - 0.3,
+                           "whisper_cer_not_worse_than_gl": ft["minus_griffin_lim"]["cer_whisper"]["ci95"][1] <= 0.005}
+        line.update({"real_cer_whisper": real_sum["cer_whisper"], "real_dnsmos_ovrl": real_sum["dnsmos_ovrl"],
+                     "real_speaker_similarity": real_sum["speaker_similarity"],
+                     "held_out": f"{len(sentences)} Harvard sentences", "threads": args.threads,
+                     "load_avg_1m_now": round(os.getloadavg()[0], 2), "vocoder_run": str(vocoder_run)})
         print(json.dumps(line), flush=True)
 
     if args.compare and len(results) >= 2:
