@@ -98,7 +98,7 @@ def wyoming_info(voices: VoiceSet) -> Info:
             name=key, attribution=attribution, installed=True, version=getattr(v, "version", None),
             description=f"{getattr(v, 'name', key)} ({len(speakers)} speaker(s), {sv.sample_rate} Hz)",
             languages=[voice_language(sv)],
-            speakers=[TtsVoiceSpeaker(name=s) for s in speakers] if len(speakers) > 1 else None))
+            speakers=[TtsVoiceSpeaker(name=s) for s in speakers]))
     program = TtsProgram(name="voicetrain", attribution=attribution, installed=True, version=__version__,
                          description="voices trained with voicetrain", voices=tts_voices,
                          supports_synthesize_streaming=True)
