@@ -229,3 +229,35 @@ def test_cli_refuses_a_bad_wyoming_uri_before_loading(tmp_path, capsys):
             main(argv)
         assert e.value.code != 0
         assert says in capsys.readouterr().err, argv
+
+
+def test_http_and_wyoming_together_share_one_process(store):
+    """`voicetrain serve demo --port P --wyoming tcp://...`: both answer, and stop ends both."""
+    import urllib.request
+
+    threads = torch.get_num_threads()
+    http_port, wy_port = free_port(), free_port()
+    stop = threading.Event()
+    thread = threading.Thread(target=serve, args=(["demo"],), daemon=True, kwargs=dict(
+        store=store, port=http_port, wyoming=f"tcp://127.0.0.1:{wy_port}", stop=stop, log_level="warning"))
+    thread.start()
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert thread.is_alive() and time.monotonic() < deadline, "the servers did not start"
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/v1/models", timeout=5) as r:
+                    models = r.read()
+                break
+            except OSError:
+                time.sleep(0.2)
+        assert b'"demo"' in models
+        (event,) = asyncio.run(exchange(wy_port, Describe(), until=("info",)))
+        assert [v.name for v in Info.from_event(event).tts[0].voices] == ["demo"]
+    finally:
+        stop.set()
+        thread.join(30)
+        torch.set_num_threads(threads)
+    assert not thread.is_alive()
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", wy_port), timeout=1).close()
