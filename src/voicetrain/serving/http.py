@@ -7,6 +7,8 @@ per call (the Synthesizer's default): each sentence runs in a worker thread take
 from a bounded limiter (``workers``, default 2 = the cores of the target machine),
 and borrows one of ``workers`` synthesizer replicas of its voice (serving/voices.py).
 
+``"stream": true`` sends the wav sentence by sentence (chunked transfer).
+
 Errors are JSON ``{"detail": "..."}`` saying what is wrong: 401 missing or wrong
 API key, 404 unknown voice, 413 text too long, 422 empty/unspeakable text, unknown
 speaker, out-of-range speed or malformed JSON. The OpenAI routes answer in OpenAI's error shape.
@@ -51,6 +53,8 @@ class SynthesizeRequest(BaseModel):
         None, description="Speaker name or id (multi-speaker voices).")
     # strict: JSON true is not a speed (lax mode reads it as 1.0); ints are still accepted
     speed: float = Field(1.0, ge=MIN_SPEED, le=MAX_SPEED, strict=True, description=">1 speaks faster.")
+    stream: bool = Field(False, strict=True, description="Send the wav sentence by sentence as it is made "
+                                                         "(chunked; the header's lengths say 'unknown').")
 
 
 @dataclass
@@ -74,7 +78,7 @@ def create_app(voices: dict[str, Any] | VoiceSet, *, api_key: str | None = None,
     import anyio
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse, Response
+    from fastapi.responses import JSONResponse, Response, StreamingResponse
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
     from voicetrain.serving.openai_api import add_openai_routes, is_openai_path, validation_error_response
@@ -163,6 +167,30 @@ def create_app(voices: dict[str, Any] | VoiceSet, *, api_key: str | None = None,
                         "default": key == state.default_voice})
         return {"voices": out}
 
+    async def stream_wav(sv: ServedVoice, name: str, text: str, speaker, speed: float):
+        """A chunked wav, one chunk per sentence; the first is made before answering, so errors are still 4xx."""
+        from voicetrain.inference.synthesizer import UnknownSpeakerError
+        from voicetrain.serving.audio_formats import pcm16, wav_header
+        from voicetrain.text.tokenizer import NoSpeakableTextError
+
+        try:
+            chunks = sv.stream(text, speaker, speed)
+            first = await anyio.to_thread.run_sync(next, chunks, None, limiter=state.limiter)
+        except UnknownSpeakerError as e:
+            return error(422, f"speaker: {e}")
+        except NoSpeakableTextError as e:
+            return error(422, f"text: {e}")
+
+        async def body():
+            yield wav_header(sv.sample_rate)
+            chunk = first
+            while chunk is not None:
+                yield pcm16(chunk)
+                chunk = await anyio.to_thread.run_sync(next, chunks, None, limiter=state.limiter)
+
+        return StreamingResponse(body(), media_type="audio/wav",
+                                 headers={"X-Voice": name, "X-Sample-Rate": str(sv.sample_rate)})
+
     @app.post("/v1/synthesize")
     async def synthesize(req: SynthesizeRequest):
         from voicetrain.inference.synthesizer import UnknownSpeakerError
@@ -183,6 +211,8 @@ def create_app(voices: dict[str, Any] | VoiceSet, *, api_key: str | None = None,
         if sv is None:
             return error(404, f"unknown voice {name!r}; available: {', '.join(voice_set.keys)} (GET /v1/voices)")
         speaker: Union[int, str, None] = req.speaker
+        if req.stream:
+            return await stream_wav(sv, name, req.text, speaker, req.speed)
 
         def run() -> tuple[np.ndarray, int]:
             return sv.synthesize(req.text, speaker, req.speed)
