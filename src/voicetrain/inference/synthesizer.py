@@ -125,7 +125,7 @@ class Synthesizer:
         Speaker and speed are checked now, before anything is made; a chunk after the first
         starts with the pause between sentences (``continuing``: the first one too, for text
         that continues an earlier stream). NoSpeakableTextError comes at the end when no
-        sentence had anything to say.
+        sentence had anything to say (not when ``continuing``: the stream already has audio).
         """
         self.check_speed(speed)
         sid = self.speaker_id(speaker)
