@@ -11,6 +11,12 @@
 5. RTF of onnxruntime vs PyTorch on the same sentences in this process (server stopped).
 
     .venv/bin/python bench/serve.py [--run RUN] [--seconds 30] [--clients 4]
+
+``--first-audio`` measures instead the time to the first audio of a 60-word paragraph, streamed
+(OpenAI endpoint, pcm: sentence by sentence; Wyoming: the first audio-chunk) against not streamed
+(POST /v1/synthesize: the whole text before the first byte), ``--repeats`` times each, one JSON line:
+
+    .venv/bin/python bench/serve.py --first-audio [--run RUN] [--vocoder builtin] [--repeats 5]
 """
 
 from __future__ import annotations
@@ -205,6 +211,127 @@ def rtf_compare(store, onnx_dir: Path, texts: list[str]) -> dict:
     return out
 
 
+def paragraph(words: int = 60) -> str:
+    """Harvard sentences, whole, until the paragraph has at least ``words`` words."""
+    out: list[str] = []
+    for sentence in harvard(100)[50:]:
+        out.append(sentence)
+        if sum(len(s.split()) for s in out) >= words:
+            return " ".join(out)
+    raise RuntimeError("not enough Harvard sentences")
+
+
+def first_byte_times(port: int, path: str, body: dict) -> tuple[float, float, int]:
+    """(seconds to the first body byte, seconds to the last, body bytes) of one POST."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+    t0 = time.perf_counter()
+    conn.request("POST", path, json.dumps(body), {"Content-Type": "application/json", "X-API-Key": KEY})
+    r = conn.getresponse()
+    first = r.read(1)
+    t_first = time.perf_counter() - t0
+    if r.status != 200:
+        raise SystemExit(f"{path}: {r.status} {first + r.read()!r}")
+    n = len(first) + len(r.read())
+    t_all = time.perf_counter() - t0
+    conn.close()
+    return t_first, t_all, n
+
+
+def wyoming_first_chunk(port: int, text: str) -> tuple[float, float, int]:
+    """(seconds to the first audio-chunk, seconds to audio-stop, audio bytes) of one Wyoming synthesize."""
+    import asyncio
+
+    from wyoming.audio import AudioChunk
+    from wyoming.client import AsyncTcpClient
+    from wyoming.tts import Synthesize
+
+    async def talk() -> tuple[float, float, int]:
+        async with AsyncTcpClient("127.0.0.1", port) as client:
+            t0 = time.perf_counter()
+            await client.write_event(Synthesize(text=text).event())
+            t_first, n = None, 0
+            while (event := await client.read_event()) is not None and event.type != "audio-stop":
+                if AudioChunk.is_type(event.type):
+                    t_first = t_first or time.perf_counter() - t0
+                    n += len(AudioChunk.from_event(event).audio)
+            return t_first, time.perf_counter() - t0, n
+
+    return asyncio.run(talk())
+
+
+def first_audio_bench(args) -> dict:
+    """Time to first audio, streamed vs not, for a 60-word paragraph (``--first-audio``)."""
+    import statistics
+
+    import torch
+
+    from voicetrain.inference.bundle import register_run
+    from voicetrain.registry.store import ModelStore
+    from voicetrain.text.sentences import split_sentences
+
+    tmp = tempfile.TemporaryDirectory(prefix="vt-bench-ttfa-")
+    work = Path(args.work or tmp.name)
+    run = build_run(args, work)
+    store = ModelStore(work / "store")
+    bundle = register_run(run, "bench", store=store, vocoder=args.vocoder)
+    voice = json.loads((bundle / "voice.json").read_text())
+    text = paragraph(60)
+    http_port, wy_port = free_port(), free_port()
+    cmd = [sys.executable, "-m", "voicetrain.cli", "serve", "bench", "--store", str(store.root), "--port",
+           str(http_port), "--api-key", KEY, "--workers", str(args.workers), "--wyoming",
+           f"tcp://127.0.0.1:{wy_port}"]
+    load_before = os.getloadavg()
+    server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    rows: dict[str, list[tuple[float, float, int]]] = {"streamed_http_pcm": [], "streamed_wyoming": [],
+                                                       "not_streamed_http_wav": []}
+    try:
+        t_start = time.perf_counter()
+        while get(f"http://127.0.0.1:{http_port}/healthz", key=None) != 200:
+            if server.poll() is not None:
+                raise SystemExit(f"server exited: {server.stderr.read().decode()[-2000:]}")
+            if time.perf_counter() - t_start > 180:
+                raise SystemExit("server did not become healthy within 180 s")
+            time.sleep(0.2)
+        speech = {"model": "bench", "voice": "default", "input": text, "response_format": "pcm"}
+        first_byte_times(http_port, "/v1/audio/speech", speech)  # warm-up
+        log(f"first audio: {len(text.split())} words, {args.repeats} repeats of each way")
+        for _ in range(args.repeats):  # interleaved, so load changes hit each way alike
+            rows["streamed_http_pcm"].append(first_byte_times(http_port, "/v1/audio/speech", speech))
+            rows["streamed_wyoming"].append(wyoming_first_chunk(wy_port, text))
+            rows["not_streamed_http_wav"].append(first_byte_times(http_port, "/v1/synthesize", {"text": text}))
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    sr = voice["audio"]["sample_rate"]
+    audio_s = rows["streamed_http_pcm"][0][2] / 2 / sr
+
+    def summary(r: list[tuple[float, float, int]]) -> dict:
+        firsts, totals = [x[0] for x in r], [x[1] for x in r]
+        return {"first_audio_s_median": round(statistics.median(firsts), 3), "first_audio_s_min": round(min(firsts), 3),
+                "total_s_median": round(statistics.median(totals), 3)}
+
+    out = {k: summary(v) for k, v in rows.items()}
+    result = {
+        "bench": "serve_first_audio", "words": len(text.split()), "sentences": len(split_sentences(text)),
+        "characters": len(text), "audio_seconds": round(audio_s, 2), "repeats": args.repeats, **out,
+        "first_audio_speedup_streamed": round(out["not_streamed_http_wav"]["first_audio_s_median"]
+                                              / out["streamed_http_pcm"]["first_audio_s_median"], 1),
+        "voice": {"source": "--run" if args.run else f"trained {args.train_minutes} min", "run": str(run),
+                  "model": voice["model"], "preset": voice["run_config"]["preset"],
+                  "vocoder": args.vocoder or voice["run_config"].get("vocoder")},
+        "server": {"workers": args.workers, "torch_threads_per_synthesis": 1},
+        "cpu_count": os.cpu_count(), "torch_version": torch.__version__,
+        "load_average_1m_before": round(load_before[0], 2), "load_average_1m_after": round(os.getloadavg()[0], 2),
+    }
+    tmp.cleanup()
+    return result
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", help="Serve this RUN's best checkpoint instead of training a new voice.")
@@ -217,7 +344,15 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--burst-rounds", type=int, default=5)
     ap.add_argument("--work", help="Working folder (default: a temp dir, removed afterwards).")
+    ap.add_argument("--first-audio", action="store_true",
+                    help="Measure time to first audio, streamed vs not, for a 60-word paragraph (only that).")
+    ap.add_argument("--repeats", type=int, default=5, help="--first-audio: requests of each kind.")
+    ap.add_argument("--vocoder", help="--first-audio: bundle this vocoder ('builtin', 'griffin-lim', a vocoder "
+                                      "RUN) instead of the run's.")
     args = ap.parse_args()
+    if args.first_audio:
+        print(json.dumps(first_audio_bench(args)))
+        return
 
     from voicetrain.inference.export import export_onnx
     from voicetrain.inference.bundle import register_run

@@ -163,3 +163,18 @@ def test_body_size_is_limited_and_errors_are_capped(client):
                         headers={"content-type": "application/json"})
     assert small.status_code == 200, small.text  # a chunked body under the limit still reaches the handler
     assert client.get("/healthz").status_code == 200
+
+
+def test_streamed_wav_is_the_same_audio(client, voices):
+    text = TEXT + " Glue the sheet to the dark blue background."
+    r = client.post("/v1/synthesize", json={"text": text, "stream": True})
+    assert r.status_code == 200 and r.headers["content-type"] == "audio/wav", r.text
+    assert r.content[4:8] == b"\xff\xff\xff\xff"  # a streamed header: length unknown
+    audio, sr = sf.read(io.BytesIO(r.content), dtype="float32")
+    ref, ref_sr = voices["demo"].synthesize(text)
+    assert sr == ref_sr and len(audio) == len(ref) and abs(audio - ref).max() < 1e-3
+    for body, says in (({"text": "?!... ;", "stream": True}, "no speakable content"),
+                       ({"text": TEXT, "speaker": "mallory", "stream": True}, "unknown speaker"),
+                       ({"text": TEXT, "stream": "yes"}, "stream")):
+        r = client.post("/v1/synthesize", json=body)
+        assert r.status_code == 422 and says in r.json()["detail"], r.text

@@ -683,13 +683,20 @@ def serve_cmd(
                                           help="Require this key (X-API-Key or Authorization: Bearer)."),
     workers: int = typer.Option(2, "--workers", help="Concurrent syntheses (each uses one core; default: 2 cores)."),
     store: Optional[Path] = typer.Option(None, "--store", help=_STORE_HELP),
+    wyoming: Optional[str] = typer.Option(None, "--wyoming", help="Also speak the Wyoming protocol (Home Assistant) "
+                                          "at this URI: tcp://HOST:PORT (e.g. tcp://0.0.0.0:10200) or unix://PATH. "
+                                          "No API key on it: bind it to a trusted network."),
+    http: bool = typer.Option(True, "--http/--no-http", help="Serve HTTP (--no-http: Wyoming only)."),
 ) -> None:
-    """Serve voices over HTTP: POST /v1/synthesize, GET /v1/voices, GET /healthz."""
+    """Serve voices over HTTP: POST /v1/synthesize, GET /v1/voices, GET /healthz, and OpenAI-compatible
+    POST /v1/audio/speech and GET /v1/models (base_url http://HOST:PORT/v1); with --wyoming, over the
+    Wyoming protocol too (Home Assistant's Wyoming integration: that host and port)."""
     from voicetrain.registry.store import RegistryError
     from voicetrain.serving.http import serve
 
     try:
-        serve(list(voices or []), store=_store(store), host=host, port=port, api_key=api_key, workers=workers)
+        serve(list(voices or []), store=_store(store), host=host, port=port, api_key=api_key, workers=workers,
+              wyoming=wyoming, http=http)
     except (RegistryError, ValueError, ImportError) as e:
         _fail(str(e))
 

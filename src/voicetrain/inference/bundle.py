@@ -100,7 +100,8 @@ def load_bundle_parts(path: str | os.PathLike) -> BundleParts:
 
 @dataclass
 class Voice:
-    """A loaded voice: ``synthesize(text, speaker=None, speed=1.0) -> (float32 samples, sample_rate)``."""
+    """A loaded voice: ``synthesize(text, speaker=None, speed=1.0) -> (float32 samples, sample_rate)``;
+    ``stream(...)`` yields the same samples sentence by sentence."""
 
     name: str
     version: str
@@ -118,6 +119,10 @@ class Voice:
 
     def synthesize(self, text: str, speaker: str | int | None = None, speed: float = 1.0) -> tuple[np.ndarray, int]:
         return self.synthesizer.synthesize(text, speaker=speaker, speed=speed)
+
+    def stream(self, text: str, speaker: str | int | None = None, speed: float = 1.0):
+        """The same audio as ``synthesize``, one float32 chunk per sentence as it is made."""
+        return self.synthesizer.stream(text, speaker=speaker, speed=speed)
 
 
 def load_voice(name_or_path: str | os.PathLike, store: ModelStore | str | os.PathLike | None = None,

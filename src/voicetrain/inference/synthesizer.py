@@ -2,12 +2,14 @@
 
 The same tokenizer code path as data preparation (normalize -> espeak phonemes ->
 symbol ids); long text is split into sentences, synthesized one by one and joined
-with a short pause.
+with a short pause. ``stream`` yields each sentence's audio as soon as it is made;
+``synthesize`` is the same stream joined, so streamed and whole audio are identical.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +21,8 @@ from voicetrain.data.cache import FeatureStats
 from voicetrain.inference.checkpoint import choose_checkpoint, load_model
 from voicetrain.run_config import RunConfig
 from voicetrain.text.symbols import SymbolTable
-from voicetrain.text.tokenizer import NoSpeakableTextError, Tokenizer, split_sentences
+from voicetrain.text.sentences import split_sentences
+from voicetrain.text.tokenizer import NoSpeakableTextError, Tokenizer
 from voicetrain.inference.vocoder import load_vocoder, vocoder_for_run
 from voicetrain.vocoders import Vocoder
 
@@ -107,38 +110,63 @@ class Synthesizer:
         mel, lens = self.model.infer(tokens, torch.tensor([speaker]), speed=speed)
         return self.denormalize(mel[0, :, : int(lens[0])])
 
-    @torch.inference_mode()
-    def synthesize(self, text: str, speaker: str | int | None = None, speed: float = 1.0) -> tuple[np.ndarray, int]:
-        """Text -> (float32 samples, sample rate). Raises NoSpeakableTextError for text with nothing to say."""
+    def check_speed(self, speed: float) -> None:
         if not 0.25 <= speed <= 4.0:
             raise ValueError(f"speed {speed} out of range [0.25, 4.0]")
+
+    def synthesize(self, text: str, speaker: str | int | None = None, speed: float = 1.0) -> tuple[np.ndarray, int]:
+        """Text -> (float32 samples, sample rate). Raises NoSpeakableTextError for text with nothing to say."""
+        return np.concatenate(list(self.stream(text, speaker, speed))), self.sample_rate
+
+    def stream(self, text: str, speaker: str | int | None = None, speed: float = 1.0, *,
+               continuing: bool = False) -> Iterator[np.ndarray]:
+        """Text -> float32 chunks at ``sample_rate``, one per sentence, each made only when asked for.
+
+        Speaker and speed are checked now, before anything is made; a chunk after the first
+        starts with the pause between sentences (``continuing``: the first one too, for text
+        that continues an earlier stream). NoSpeakableTextError comes at the end when no
+        sentence had anything to say (not when ``continuing``: the stream already has audio).
+        """
+        self.check_speed(speed)
         sid = self.speaker_id(speaker)
+        return join_sentences(split_sentences(text), lambda s: self.sentence_audio(s, sid, speed),
+                              int(self.sentence_pause * self.sample_rate), text, continuing)
+
+    @torch.inference_mode()
+    def sentence_audio(self, sentence: str, sid: int, speed: float = 1.0) -> np.ndarray | None:
+        """One sentence -> float32 samples (peak-limited to 0.95), or None when it has nothing to say."""
+        try:
+            ids, _ = self.tokenizer(sentence)
+        except NoSpeakableTextError:
+            return None
         before = torch.get_num_threads()
         if self.threads:
             torch.set_num_threads(self.threads)
         try:
-            return self._synthesize(text, sid, speed)
-        finally:
-            torch.set_num_threads(before)
-
-    def _synthesize(self, text: str, sid: int, speed: float) -> tuple[np.ndarray, int]:
-        pieces: list[np.ndarray] = []
-        pause = np.zeros(int(self.sentence_pause * self.sample_rate), dtype=np.float32)
-        for sentence in split_sentences(text):
-            try:
-                ids, _ = self.tokenizer(sentence)
-            except NoSpeakableTextError:
-                continue
             mel = self.mel_for_ids(ids, sid, speed)
             wav = self.vocoder(mel[None])[0].float().numpy()
-            if pieces:
-                pieces.append(pause)
-            pieces.append(wav)
-        if not pieces:
-            raise NoSpeakableTextError(f"text {text[:60]!r} has no speakable content after normalization")
-        audio = np.concatenate(pieces)
-        peak = float(np.abs(audio).max()) or 1.0
-        return (audio / peak * 0.95 if peak > 1.0 else audio).astype(np.float32), self.sample_rate
+        finally:
+            torch.set_num_threads(before)
+        # per sentence, not per text: a stream cannot wait for the loudest sentence of the whole text
+        peak = float(np.abs(wav).max()) if wav.size else 0.0
+        return (wav / peak * 0.95 if peak > 1.0 else wav).astype(np.float32)
+
+
+def join_sentences(sentences: list[str], audio_for, pause_samples: int, text: str = "",
+                   continuing: bool = False) -> Iterator[np.ndarray]:
+    """Yield ``audio_for(sentence)`` for each sentence with something to say (None: nothing), with
+    ``pause_samples`` of silence before every chunk but the first (``continuing``: before the first too).
+    Raises NoSpeakableTextError after the last sentence when none had anything to say."""
+    pause = np.zeros(pause_samples, dtype=np.float32)
+    first = not continuing
+    for sentence in sentences:
+        wav = audio_for(sentence)
+        if wav is None:
+            continue
+        yield wav if first else np.concatenate([pause, wav])
+        first = False
+    if first and not continuing:
+        raise NoSpeakableTextError(f"text {text[:60]!r} has no speakable content after normalization")
 
 
 def load_synthesizer(path: str | os.PathLike, which: str = "best") -> Synthesizer:

@@ -1,1 +1,1 @@
-"""HTTP serving of registered voices (FastAPI + uvicorn, the `serve` extra)."""
+"""Serving of registered voices: HTTP (voicetrain's API and OpenAI's) and Wyoming (FastAPI + uvicorn + wyoming, the `serve` extra)."""

@@ -1,22 +1,23 @@
-"""HTTP server: POST /v1/synthesize, GET /v1/voices, GET /healthz. Calls the Synthesizer only.
+"""HTTP server: POST /v1/synthesize, GET /v1/voices, GET /healthz, and OpenAI's POST /v1/audio/speech and
+GET /v1/models (serving/openai_api.py). Calls the Synthesizer only; ``serve`` also runs the Wyoming server.
 
 Voices are loaded once, when the app is created, into an :class:`AppState` held by
 the app (no module-level caches). Synthesis is CPU-bound torch work on one thread
-per call (the Synthesizer's default): each request runs in a worker thread taken
+per call (the Synthesizer's default): each sentence runs in a worker thread taken
 from a bounded limiter (``workers``, default 2 = the cores of the target machine),
-and borrows one of ``workers`` synthesizer replicas of its voice (see ServedVoice).
+and borrows one of ``workers`` synthesizer replicas of its voice (serving/voices.py).
+
+``"stream": true`` sends the wav sentence by sentence (chunked transfer).
 
 Errors are JSON ``{"detail": "..."}`` saying what is wrong: 401 missing or wrong
 API key, 404 unknown voice, 413 text too long, 422 empty/unspeakable text, unknown
-speaker, out-of-range speed or malformed JSON.
+speaker, out-of-range speed or malformed JSON. The OpenAI routes answer in OpenAI's error shape.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hmac
 import io
-import queue
 import threading
 import time
 from dataclasses import dataclass, field
@@ -25,6 +26,8 @@ from typing import Annotated, Any, Optional, Union
 import numpy as np
 import soundfile as sf
 from pydantic import BaseModel, ConfigDict, Field
+
+from voicetrain.serving.voices import ServedVoice, VoiceSet, load_voices  # noqa: F401  (load_voices: re-exported)
 
 MAX_TEXT_CHARS = 2000
 MIN_SPEED, MAX_SPEED = 0.25, 4.0
@@ -50,42 +53,13 @@ class SynthesizeRequest(BaseModel):
         None, description="Speaker name or id (multi-speaker voices).")
     # strict: JSON true is not a speed (lax mode reads it as 1.0); ints are still accepted
     speed: float = Field(1.0, ge=MIN_SPEED, le=MAX_SPEED, strict=True, description=">1 speaks faster.")
-
-
-class ServedVoice:
-    """One voice and ``replicas`` synthesizers sharing its model weights.
-
-    A Synthesizer is not safe to call from two threads at once (its tokenizer holds one
-    espeak backend), so each replica has its own tokenizer; the model (read-only in
-    inference mode) and the vocoder's buffers are shared. A request borrows a replica.
-    """
-
-    def __init__(self, voice: Any, replicas: int = 1):
-        self.voice = voice
-        self.pool: queue.SimpleQueue = queue.SimpleQueue()
-        self.pool.put(voice)
-        synth = getattr(voice, "synthesizer", None)
-        for _ in range(max(1, replicas) - 1 if synth is not None else 0):
-            from voicetrain.text.tokenizer import Tokenizer
-
-            tok = Tokenizer(synth.tokenizer.text_cfg, synth.tokenizer.symbols)
-            self.pool.put(dataclasses.replace(voice, synthesizer=dataclasses.replace(synth, tokenizer=tok)))
-        self.requests = 0
-        self._count_lock = threading.Lock()
-
-    def synthesize(self, text: str, speaker, speed: float) -> tuple[np.ndarray, int]:
-        v = self.pool.get()  # blocks until a replica is free
-        try:
-            with self._count_lock:
-                self.requests += 1
-            return v.synthesize(text, speaker=speaker, speed=speed)
-        finally:
-            self.pool.put(v)
+    stream: bool = Field(False, strict=True, description="Send the wav sentence by sentence as it is made "
+                                                         "(chunked; the header's lengths say 'unknown').")
 
 
 @dataclass
 class AppState:
-    voices: dict[str, ServedVoice]
+    voices: VoiceSet
     default_voice: str
     api_key: Optional[str]
     max_text_chars: int
@@ -93,16 +67,10 @@ class AppState:
     started: float = field(default_factory=time.time)
 
 
-def load_voices(refs: list[str], store=None) -> dict[str, Any]:
-    """Load each NAME[@VERSION|@TAG] or bundle folder once; keyed by the reference as given."""
-    from voicetrain.inference.bundle import load_voice
-
-    return {ref: load_voice(ref, store=store) for ref in refs}
-
-
-def create_app(voices: dict[str, Any], *, api_key: str | None = None, max_text_chars: int = MAX_TEXT_CHARS,
+def create_app(voices: dict[str, Any] | VoiceSet, *, api_key: str | None = None, max_text_chars: int = MAX_TEXT_CHARS,
                workers: int = 2):
-    """A FastAPI app serving ``voices`` ({request name: loaded Voice}); the first one is the default.
+    """A FastAPI app serving ``voices`` ({request name: loaded Voice}, or a VoiceSet shared with the Wyoming
+    server); the first one is the default.
 
     A voice is also reachable by its bundle name (``demo``) and NAME@VERSION (``demo@v2``)
     when those are unambiguous.
@@ -110,27 +78,26 @@ def create_app(voices: dict[str, Any], *, api_key: str | None = None, max_text_c
     import anyio
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse, Response
+    from fastapi.responses import JSONResponse, Response, StreamingResponse
+    from starlette.exceptions import HTTPException as StarletteHTTPException
 
-    if not voices:
-        raise ValueError("no voices to serve: add one with `voicetrain models add RUN` and name it")
-    served = {k: ServedVoice(v, replicas=workers) for k, v in voices.items()}
-    aliases: dict[str, list[str]] = {}
-    for key, sv in served.items():
-        name, version = getattr(sv.voice, "name", None), getattr(sv.voice, "version", None)
-        for alias in (name, f"{name}@{version}" if name and version else None):
-            if alias and alias not in served:
-                aliases.setdefault(alias, []).append(key)
-    for alias, keys in aliases.items():
-        if len(keys) == 1:
-            served.setdefault(alias, served[keys[0]])
+    from voicetrain.serving.openai_api import add_openai_routes, is_openai_path, validation_error_response
+    from voicetrain.serving.openai_api import error_response as openai_error
 
-    state = AppState(served, next(iter(voices)), api_key or None, max_text_chars, anyio.CapacityLimiter(max(1, workers)))
+    voice_set = voices if isinstance(voices, VoiceSet) else VoiceSet(voices, replicas=workers)
+    served = voice_set.by_name
+    state = AppState(voice_set, voice_set.default, api_key or None, max_text_chars, anyio.CapacityLimiter(max(1, workers)))
     app = FastAPI(title="voicetrain", version=_version(), docs_url=None, redoc_url=None)
     app.state.vt = state
 
     def error(status: int, detail: str) -> JSONResponse:
         return JSONResponse({"detail": detail}, status_code=status)
+
+    def error_for(request: Request, status: int, detail: str, code: str | None = None, headers=None) -> JSONResponse:
+        """voicetrain's ``{"detail"}`` shape, or OpenAI's on the OpenAI routes."""
+        if is_openai_path(request.url.path):
+            return openai_error(status, detail, None, code, headers=headers)
+        return JSONResponse({"detail": detail}, status_code=status, headers=headers)
 
     def authorized(request: Request) -> bool:
         if state.api_key is None:
@@ -147,12 +114,13 @@ def create_app(voices: dict[str, Any], *, api_key: str | None = None, max_text_c
     async def api_key_check(request: Request, call_next):
         # checked before the body is parsed: a client without the key learns nothing else
         if request.url.path.startswith("/v1/") and not authorized(request):
-            return JSONResponse({"detail": "missing or wrong API key: send it as 'X-API-Key: KEY' or "
-                                           "'Authorization: Bearer KEY'"}, status_code=401,
-                                headers={"WWW-Authenticate": "Bearer"})
+            return error_for(request, 401, "missing or wrong API key: send it as 'X-API-Key: KEY' or "
+                                           "'Authorization: Bearer KEY'", "invalid_api_key",
+                             headers={"WWW-Authenticate": "Bearer"})
         # refuse an oversized body before reading it (declared length), or as soon as it passes the limit
         declared = request.headers.get("content-length")
-        too_big = error(413, f"request body over {body_limit} bytes; the text limit is {state.max_text_chars} characters")
+        too_big = error_for(request, 413, f"request body over {body_limit} bytes; the text limit is "
+                                          f"{state.max_text_chars} characters", "request_too_large")
         if declared is not None and (not declared.isdigit() or int(declared) > body_limit):
             return too_big
         if request.method == "POST" and declared is None:
@@ -170,6 +138,8 @@ def create_app(voices: dict[str, Any], *, api_key: str | None = None, max_text_c
     async def validation_error(request: Request, exc: RequestValidationError):
         problems = []
         errors = exc.errors()
+        if is_openai_path(request.url.path):
+            return validation_error_response(errors, MAX_ERRORS_REPORTED)
         for e in errors[:MAX_ERRORS_REPORTED]:
             loc = ".".join(str(x) for x in e.get("loc", ()) if x != "body") or "body"
             problems.append(f"{loc}: {e.get('msg', 'invalid')}")
@@ -177,19 +147,49 @@ def create_app(voices: dict[str, Any], *, api_key: str | None = None, max_text_c
         return JSONResponse({"detail": "invalid request: " + "; ".join(problems) + more,
                              "errors": _jsonable(errors[:MAX_ERRORS_REPORTED])}, status_code=422)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):  # 404/405 of the routing itself
+        return error_for(request, exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
+
+    add_openai_routes(app, voice_set, state.limiter, max_text_chars)
+
     @app.get("/healthz")
     async def healthz():
-        return {"status": "ok", "voices": len(voices), "uptime_s": round(time.time() - state.started, 1)}
+        return {"status": "ok", "voices": len(voice_set), "uptime_s": round(time.time() - state.started, 1)}
 
     @app.get("/v1/voices")
     async def list_voices():
         out = []
-        for key in voices:
+        for key in voice_set.keys:
             v = served[key].voice
             out.append({"voice": key, "name": getattr(v, "name", key), "version": getattr(v, "version", None),
                         "speakers": list(v.speakers), "sample_rate": v.sample_rate,
                         "default": key == state.default_voice})
         return {"voices": out}
+
+    async def stream_wav(sv: ServedVoice, name: str, text: str, speaker, speed: float):
+        """A chunked wav, one chunk per sentence; the first is made before answering, so errors are still 4xx."""
+        from voicetrain.inference.synthesizer import UnknownSpeakerError
+        from voicetrain.serving.audio_formats import pcm16, wav_header
+        from voicetrain.text.tokenizer import NoSpeakableTextError
+
+        try:
+            chunks = sv.stream(text, speaker, speed)
+            first = await anyio.to_thread.run_sync(next, chunks, None, limiter=state.limiter)
+        except UnknownSpeakerError as e:
+            return error(422, f"speaker: {e}")
+        except NoSpeakableTextError as e:
+            return error(422, f"text: {e}")
+
+        async def body():
+            yield wav_header(sv.sample_rate)
+            chunk = first
+            while chunk is not None:
+                yield pcm16(chunk)
+                chunk = await anyio.to_thread.run_sync(next, chunks, None, limiter=state.limiter)
+
+        return StreamingResponse(body(), media_type="audio/wav",
+                                 headers={"X-Voice": name, "X-Sample-Rate": str(sv.sample_rate)})
 
     @app.post("/v1/synthesize")
     async def synthesize(req: SynthesizeRequest):
@@ -209,8 +209,10 @@ def create_app(voices: dict[str, Any], *, api_key: str | None = None, max_text_c
         name = req.voice or state.default_voice
         sv = served.get(name)
         if sv is None:
-            return error(404, f"unknown voice {name!r}; available: {', '.join(voices)} (GET /v1/voices)")
+            return error(404, f"unknown voice {name!r}; available: {', '.join(voice_set.keys)} (GET /v1/voices)")
         speaker: Union[int, str, None] = req.speaker
+        if req.stream:
+            return await stream_wav(sv, name, req.text, speaker, req.speed)
 
         def run() -> tuple[np.ndarray, int]:
             return sv.synthesize(req.text, speaker, req.speed)
@@ -248,13 +250,26 @@ def _version() -> str:
 
 
 def serve(refs: list[str], *, store=None, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
-          workers: int = 2, max_text_chars: int = MAX_TEXT_CHARS, log_level: str = "info") -> None:
-    """Load the voices (all registered voices at their latest version when ``refs`` is empty) and run uvicorn."""
+          workers: int = 2, max_text_chars: int = MAX_TEXT_CHARS, log_level: str = "info",
+          wyoming: str | None = None, http: bool = True, stop: threading.Event | None = None) -> None:
+    """Load the voices (all registered voices at their latest version when ``refs`` is empty) and serve them:
+    HTTP with uvicorn (unless ``http`` is False) and, with ``wyoming`` (tcp://HOST:PORT or unix://PATH), the
+    Wyoming protocol in the same process and event loop, on the same loaded voices.
+
+    Runs until interrupted (Ctrl-C, SIGTERM) or until ``stop`` is set (for callers that run it in a thread).
+    """
+    import asyncio
+
     import torch
-    import uvicorn
 
     from voicetrain.registry.store import ModelStore
 
+    if wyoming is not None:
+        from voicetrain.serving.wyoming_server import check_uri
+
+        check_uri(wyoming)  # a bad URI is an error before minutes of loading
+    if not http and wyoming is None:
+        raise ValueError("nothing to serve: --no-http needs --wyoming URI")
     # Each synthesis sets its own thread count (1) and restores the previous one; starting
     # from 1 keeps concurrent requests from flipping the process-wide count back and forth.
     torch.set_num_threads(1)
@@ -264,5 +279,42 @@ def serve(refs: list[str], *, store=None, host: str = "127.0.0.1", port: int = 8
         refs = st.names()
         if not refs:
             raise ValueError(f"no voices in {st.root}; add one with `voicetrain models add RUN --name NAME`")
-    app = create_app(load_voices(refs, st), api_key=api_key, max_text_chars=max_text_chars, workers=workers)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
+    voices = VoiceSet(load_voices(refs, st), replicas=workers)
+    asyncio.run(_serve(voices, host=host, port=port, api_key=api_key, workers=workers, max_text_chars=max_text_chars,
+                       log_level=log_level, wyoming=wyoming, http=http, stop=stop))
+
+
+async def _serve(voices: VoiceSet, *, host, port, api_key, workers, max_text_chars, log_level, wyoming, http,
+                 stop) -> None:
+    import asyncio
+
+    import uvicorn
+
+    async def stopped() -> None:
+        while stop is None or not stop.is_set():
+            await asyncio.sleep(0.2)
+
+    wy = None
+    if wyoming is not None:
+        from voicetrain.serving.wyoming_server import start_wyoming
+
+        wy = await start_wyoming(voices, wyoming, workers=workers)
+    try:
+        if http:
+            app = create_app(voices, api_key=api_key, max_text_chars=max_text_chars, workers=workers)
+            server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False))
+
+            async def watch() -> None:
+                await stopped()
+                server.should_exit = True
+
+            watcher = asyncio.ensure_future(watch())
+            try:
+                await server.serve()  # handles Ctrl-C and SIGTERM itself (in the main thread)
+            finally:
+                watcher.cancel()
+        else:
+            await stopped()  # Ctrl-C ends asyncio.run; SIGTERM ends the process
+    finally:
+        if wy is not None:
+            await wy.stop()

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 from voicetrain.config import TextConfig
 from voicetrain.text.normalize import normalize_text
+from voicetrain.text.sentences import split_sentences  # noqa: F401  (re-exported: its old home)
 from voicetrain.text.phonemize import Phonemizer
 from voicetrain.text.symbols import PUNCTUATION, SymbolTable
-
-_SENTENCE_RE = re.compile(r"(?<=[.!?;:])\s+")
 
 
 class NoSpeakableTextError(ValueError):
@@ -62,21 +60,3 @@ class Tokenizer:
                 f"text {text[:60]!r} has no speakable content after normalization and phonemization"
             )
         return ids, phonemes
-
-
-def split_sentences(text: str, max_chars: int = 300) -> list[str]:
-    """Split long text at sentence ends, then at commas/spaces so no piece exceeds ``max_chars``."""
-    out: list[str] = []
-    for sent in _SENTENCE_RE.split(text.strip()):
-        sent = sent.strip()
-        while len(sent) > max_chars:
-            cut = sent.rfind(",", 0, max_chars)
-            if cut < max_chars // 3:
-                cut = sent.rfind(" ", 0, max_chars)
-            if cut <= 0:
-                cut = max_chars
-            out.append(sent[: cut + 1].strip())
-            sent = sent[cut + 1:].strip()
-        if sent:
-            out.append(sent)
-    return out
