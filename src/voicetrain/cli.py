@@ -643,7 +643,7 @@ def export_cmd(
     name: Optional[str] = typer.Option(None, "--name", help="piper: file name stem (default: the voice's name), "
                                        "e.g. en_US-myvoice-medium."),
     vocoder: Optional[str] = typer.Option(None, "--vocoder", help="piper: the vocoder inside the graph: the voice's "
-                                          "own neural vocoder, else 'builtin' (default), or a vocoder RUN folder."),
+                                          "own neural vocoder, else 'builtin' (default), a vocoder RUN folder, or griffin-lim."),
     force: bool = typer.Option(False, "--force", help="piper: replace an existing NAME.onnx / NAME.onnx.json."),
 ) -> None:
     """Export a voice: the acoustic model to ONNX (--format onnx), or a Piper voice (--format piper)."""

@@ -11,7 +11,8 @@ The graph written here is the whole voice: a front end that drops Piper's pad, B
 EOS ids, FastSpeech 2 (``export.ExportableFastSpeech2``: tokens -> mel, speed =
 1 / length scale), the mel de-normalization, and a Vocos vocoder whose inverse STFT
 is spelled with plain ops (:class:`OnnxISTFT`: the inverse real DFT as two matmuls,
-overlap-add as shifted sums), because ONNX has no ``istft`` operator.
+overlap-add as shifted sums), because ONNX has no ``istft`` operator. ``--vocoder griffin-lim``
+unrolls Griffin-Lim's 32 iterations into the graph instead (:class:`OnnxGriffinLim`).
 
 The phoneme map keeps voicetrain's own ids: voicetrain's symbol 0 is already ``_``
 (Piper's pad), every other symbol ``s`` of the voice maps to ``[its voicetrain id]``,
@@ -89,9 +90,11 @@ class OnnxISTFT(nn.Module):
         if n_fft % 2 == 0:
             c[-1] = 1.0
         w = window.double()[None, :]
-        self.register_buffer("cos_w", (c[:, None] * torch.cos(angle) / n_fft * w).float(), persistent=False)
-        self.register_buffer("sin_w", (-c[:, None] * torch.sin(angle) / n_fft * w).float(), persistent=False)
-        self.register_buffer("win_sq", (window.double() ** 2).float(), persistent=False)
+        # persistent: the TorchScript exporter stores state_dict tensors once as initializers, but inlines a
+        # non-persistent buffer as a constant at every use (Griffin-Lim's 32 rounds made a 268 MB file)
+        self.register_buffer("cos_w", (c[:, None] * torch.cos(angle) / n_fft * w).float())
+        self.register_buffer("sin_w", (-c[:, None] * torch.sin(angle) / n_fft * w).float())
+        self.register_buffer("win_sq", (window.double() ** 2).float())
 
     def _overlap_add(self, frames: torch.Tensor) -> torch.Tensor:
         """(B, T, n_fft) frames hop apart -> (B, (T + overlap - 1) * hop) summed signal."""
@@ -127,6 +130,70 @@ class OnnxVocos(nn.Module):
         log_mag, phase = self.vocos.head_output(mel).float().chunk(2, dim=1)
         mag = torch.exp(torch.clamp(log_mag, max=self.vocos.cfg.max_log_magnitude))
         return self.istft(mag * torch.cos(phase), mag * torch.sin(phase))
+
+
+class OnnxGriffinLim(nn.Module):
+    """:class:`~voicetrain.vocoders.griffin_lim.GriffinLim` unrolled into the graph: ``n_iter`` rounds of an
+    inverse STFT (:class:`OnnxISTFT`) and an STFT spelled the same way (reflect pad, frames as shifted hop
+    blocks, the real DFT as two matmuls). The initial phases are torch's seeded stream, stored for up to
+    ``max_frames`` frames, so the graph makes the same audio as the torch Griffin-Lim. Each round costs
+    four (frames x n_fft x F) matmuls, where torch uses FFTs: slower than Vocos, and it sounds worse.
+
+    forward(mel (1, M, T)) -> wav (1, T * hop)
+    """
+
+    def __init__(self, gl: nn.Module, max_frames: int):
+        super().__init__()
+        a = gl.cfg
+        self.n_iter, self.hop, self.n_fft = gl.n_iter, a.hop_length, a.n_fft
+        self.momentum, self.power = gl.momentum, gl.power
+        window = torch.hann_window(a.win_length)
+        self.istft = OnnxISTFT(a.n_fft, a.hop_length, window)
+        self.overlap = self.istft.overlap
+        self.min_frames = a.n_fft // a.hop_length + 2  # GriffinLim pads shorter mels with silence
+        self.silence = math.log(1e-5)
+        padded = torch.nn.functional.pad(window, ((a.n_fft - a.win_length) // 2,
+                                                  a.n_fft - a.win_length - (a.n_fft - a.win_length) // 2))
+        n = torch.arange(a.n_fft, dtype=torch.float64)
+        k = torch.arange(a.n_fft // 2 + 1, dtype=torch.float64)
+        angle = 2 * math.pi * n[:, None] * k[None, :] / a.n_fft
+        self.register_buffer("fwd_cos", (torch.cos(angle) * padded.double()[:, None]).float())
+        self.register_buffer("fwd_sin", (-torch.sin(angle) * padded.double()[:, None]).float())
+        self.register_buffer("inv_fb", gl.inv_fb.float().clone())
+        self.n_bins = a.n_fft // 2 + 1
+        # torch.rand((1, F, T), generator seeded 0) is the first F * T numbers of this one stream
+        stream = torch.rand(self.n_bins * max(max_frames, self.min_frames), generator=torch.Generator().manual_seed(0))
+        self.register_buffer("phase_stream", stream)
+
+    def _stft(self, wav: torch.Tensor, T: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """wav (B, T * hop) -> real, imag (B, F, T): torch.stft(center=True, reflect)'s first T frames."""
+        half = self.n_fft // 2
+        x = torch.nn.functional.pad(wav[:, None, :], (half, half), mode="reflect")[:, 0, :]
+        blocks = x.reshape(x.shape[0], -1, self.hop)  # (B, T + overlap, hop)
+        frames = torch.cat([blocks[:, i:i + T, :] for i in range(self.overlap)], dim=2)  # (B, T, n_fft)
+        return (frames @ self.fwd_cos).transpose(1, 2), (frames @ self.fwd_sin).transpose(1, 2)
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        T_out = mel.shape[-1]
+        # pad to at least min_frames with silence, as GriffinLim does for very short mels
+        pad = torch.full((mel.shape[0], mel.shape[1], self.min_frames), self.silence, dtype=mel.dtype)
+        n = torch.clamp(torch.ones((), dtype=torch.long) * mel.shape[-1], min=self.min_frames)  # traced, not frozen
+        mel = torch.cat([mel, pad], dim=2)[:, :, torch.arange(n)]
+        T = mel.shape[-1]
+        mag = torch.clamp(self.inv_fb @ torch.exp(mel), min=0.0) ** self.power  # (B, F, T)
+        u = self.phase_stream[torch.arange(self.n_bins * T)].reshape(1, self.n_bins, T)
+        a_re, a_im = torch.cos(2 * math.pi * u), torch.sin(2 * math.pi * u)
+        p_re, p_im = torch.zeros_like(a_re), torch.zeros_like(a_im)
+        c = self.momentum / (1 + self.momentum)
+        for _ in range(self.n_iter):
+            wav = self.istft(mag * a_re, mag * a_im)
+            r_re, r_im = self._stft(wav, T)
+            a_re, a_im = r_re - c * p_re, r_im - c * p_im
+            norm = torch.sqrt(a_re * a_re + a_im * a_im) + 1e-8
+            a_re, a_im = a_re / norm, a_im / norm
+            p_re, p_im = r_re, r_im
+        wav = self.istft(mag * a_re, mag * a_im)
+        return wav[:, :T_out * self.hop]
 
 
 class PiperGraph(nn.Module):
@@ -184,11 +251,14 @@ def piper_name(parts: BundleParts, source: str | os.PathLike, name: str | None) 
     return name
 
 
-def choose_vocoder(parts: BundleParts, spec: str | os.PathLike | None) -> tuple[nn.Module, str]:
-    """(Vocos generator in eval mode, description). ``auto``: the voice's own neural vocoder (a bundle's
-    vocoder.safetensors, or the vocoder run its run config names), else the shipped ``builtin`` Vocos."""
+def choose_vocoder(parts: BundleParts, spec: str | os.PathLike | None,
+                   griffin_lim_iters: int = 32) -> tuple[nn.Module, str]:
+    """(Vocos or GriffinLim in eval mode, description). ``auto``: the voice's own neural vocoder (a bundle's
+    vocoder.safetensors, or the vocoder run its run config names), else the shipped ``builtin`` Vocos, else
+    (a voice whose mels the builtin does not fit) Griffin-Lim with a warning."""
     from voicetrain.inference.vocoder import (
         BUILTIN, GRIFFIN_LIM, VocoderError, is_builtin, is_griffin_lim, load_vocoder)
+    from voicetrain.vocoders.griffin_lim import GriffinLim
     from voicetrain.vocoders.vocos import Vocos
 
     audio = parts.run_cfg.audio
@@ -203,15 +273,15 @@ def choose_vocoder(parts: BundleParts, spec: str | os.PathLike | None) -> tuple[
             try:
                 voc, what = load_vocoder(BUILTIN, audio), f"'{BUILTIN}' (the voice names {GRIFFIN_LIM} or none)"
             except VocoderError as e:
-                raise ExportError(f"{e}. A Piper voice needs its vocoder inside the graph: pass --vocoder with a "
-                                  "vocoder run trained on this voice's mel settings") from None
+                warnings.warn(f"{e}; exporting with {GRIFFIN_LIM} (pass --vocoder VOCODER_RUN for a neural vocoder "
+                              "trained on this voice's mel settings)", stacklevel=2)
+                voc, what = load_vocoder(GRIFFIN_LIM, audio, griffin_lim_iters), f"{GRIFFIN_LIM} (the builtin does not fit this voice)"
     elif is_griffin_lim(spec):
-        raise ExportError(f"--vocoder {GRIFFIN_LIM} is not available for --format piper (its iterations are not "
-                          f"in the graph); use --vocoder {BUILTIN} (the default) or a vocoder run")
+        voc, what = load_vocoder(GRIFFIN_LIM, audio, griffin_lim_iters), f"{GRIFFIN_LIM} ({griffin_lim_iters} iterations)"
     else:
         voc, what = load_vocoder(spec, audio), f"'{BUILTIN}'" if is_builtin(spec) else str(spec)
-    if not isinstance(voc, Vocos):
-        raise ExportError(f"vocoder {what} is a {type(voc).__name__}; the Piper graph supports Vocos vocoders")
+    if not isinstance(voc, (Vocos, GriffinLim)):
+        raise ExportError(f"vocoder {what} is a {type(voc).__name__}; the Piper graph supports Vocos and Griffin-Lim")
     return voc.eval(), what
 
 
@@ -284,17 +354,22 @@ def piper_config(parts: BundleParts, name: str, vocoder_desc: str, described: st
 
 
 def build_piper_graph(parts: BundleParts, vocoder: nn.Module) -> PiperGraph:
+    from voicetrain.vocoders.griffin_lim import GriffinLim
+
     symbols = parts.symbols.symbols
-    return PiperGraph(parts.model, parts.stats.mel_mean, parts.stats.mel_std, OnnxVocos(vocoder), len(symbols),
+    in_graph = (OnnxGriffinLim(vocoder, parts.model.cfg.max_frames) if isinstance(vocoder, GriffinLim)
+                else OnnxVocos(vocoder))
+    return PiperGraph(parts.model, parts.stats.mel_mean, parts.stats.mel_std, in_graph, len(symbols),
                       symbols.index(" ") if " " in symbols else 1, len(parts.run_cfg.speakers) > 1).eval()
 
 
 def export_piper(source: str | os.PathLike, out: str | os.PathLike, *, name: str | None = None, store=None,
                  which: str = "best", vocoder: str | os.PathLike | None = None, force: bool = False,
-                 opset: int = 17) -> PiperExportResult:
+                 griffin_lim_iters: int = 32, opset: int = 17) -> PiperExportResult:
     """Write OUT/NAME.onnx and OUT/NAME.onnx.json (a Piper voice) for SOURCE (see ``export.load_source``).
 
-    ``vocoder``: 'auto' (default: the voice's neural vocoder, else 'builtin'), 'builtin' or a vocoder run.
+    ``vocoder``: 'auto' (default: the voice's neural vocoder, else 'builtin'), 'builtin', a vocoder run, or
+    'griffin-lim' (``griffin_lim_iters`` iterations unrolled in the graph: slower and worse-sounding than Vocos).
     Existing files are an error unless ``force``.
     """
     import time
@@ -314,8 +389,9 @@ def export_piper(source: str | os.PathLike, out: str | os.PathLike, *, name: str
     if existing and not force:
         raise ExportError(f"{out} already holds {' and '.join(existing)}; pass --force to replace them, "
                           "or choose another --out or --name")
-    voc, vocoder_desc = choose_vocoder(parts, vocoder)
-    check_compatible(voc.audio, parts.run_cfg.audio, vocoder_desc)
+    voc, vocoder_desc = choose_vocoder(parts, vocoder, griffin_lim_iters)
+    if hasattr(voc, "audio"):  # a neural vocoder; Griffin-Lim is built from the voice's own AudioConfig
+        check_compatible(voc.audio, parts.run_cfg.audio, vocoder_desc)
     config = piper_config(parts, name, vocoder_desc, described)
     graph = build_piper_graph(parts, voc)
     multi = graph.multi_speaker
@@ -338,5 +414,5 @@ def export_piper(source: str | os.PathLike, out: str | os.PathLike, *, name: str
     return PiperExportResult(onnx_path, json_path, vocoder_desc, time.perf_counter() - t0)
 
 
-__all__ = ["OnnxISTFT", "OnnxVocos", "PiperExportResult", "PiperGraph", "build_piper_graph", "choose_vocoder",
+__all__ = ["OnnxGriffinLim", "OnnxISTFT", "OnnxVocos", "PiperExportResult", "PiperGraph", "build_piper_graph", "choose_vocoder",
            "export_piper", "language_entry", "phoneme_id_map", "piper_config"]
