@@ -24,8 +24,11 @@ A voicetrain symbol that NFD splits into several code points is re-joined by Pip
 ``vowel_clusters``. For ``--phonemizer chars`` voices the type is ``text`` and upper-case
 letters map to the lower-case ids (voicetrain lower-cases text).
 
-Where Piper's symbols cannot be voicetrain's (measured with espeak-ng 1.51 beside
-Piper's bundled espeak-ng on Harvard sentences, which gave identical phonemes):
+Where Piper's symbols cannot be voicetrain's. Of the 720 Harvard sentences, 646 reach the model
+as the same symbols in Piper and in voicetrain (Debian's espeak-ng 1.51 through phonemizer);
+73 differ by the espeak-ng version (Piper's bundled one says ``ɔːɹ`` in "four", "store", where
+1.51 says ``oːɹ``, and adds a ``ʲ``), one by a hyphen ("hot-cross": two words in phonemizer).
+Beyond that:
   * punctuation that phonemizer keeps and espeak's clause reader drops (quotes,
     parentheses, ``...``) never reaches the Piper voice; a voice trained with it still speaks;
   * voicetrain splits sentences at ``. ! ? ; :`` and Piper only at ``. ! ?``, so a
