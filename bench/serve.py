@@ -17,6 +17,12 @@
 (POST /v1/synthesize: the whole text before the first byte), ``--repeats`` times each, one JSON line:
 
     .venv/bin/python bench/serve.py --first-audio [--run RUN] [--vocoder builtin] [--repeats 5]
+``--piper`` measures something else instead (see :func:`piper_bench`): the voice exported with
+``voicetrain export --format piper`` spoken by piper-tts (its PiperVoice on onnxruntime, one
+thread) beside voicetrain's torch Synthesizer with the same vocoder (one thread), on the same
+Harvard sentences, text to audio; one JSON line with RTFs and the machine load.
+
+    .venv/bin/python bench/serve.py --piper [--run RUN] [--sentences 20] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -330,6 +336,86 @@ def first_audio_bench(args) -> dict:
     }
     tmp.cleanup()
     return result
+def piper_bench(args) -> dict:
+    """RTF of the Piper export under piper-tts's onnxruntime beside voicetrain's torch path, one thread each.
+
+    Both paths go from text to audio: piper phonemizes with its bundled espeak-ng and runs one
+    ONNX graph (FastSpeech 2 + Vocos); voicetrain normalizes, phonemizes with phonemizer and runs
+    torch with the same vocoder. Each round speaks every sentence once; RTFs are per round."""
+    import torch
+    from onnxruntime import InferenceSession, SessionOptions
+    from piper import PiperVoice, SynthesisConfig
+    from piper.config import PiperConfig
+
+    from voicetrain.inference.export import load_source
+    from voicetrain.inference.piper_export import choose_vocoder, export_piper
+    from voicetrain.inference.synthesizer import Synthesizer
+
+    tmp = tempfile.TemporaryDirectory(prefix="vt-bench-piper-")
+    work = Path(args.work or tmp.name)
+    work.mkdir(parents=True, exist_ok=True)
+    run = build_run(args, work)
+    load_before = os.getloadavg()
+    export = export_piper(run, work / "piper", name="bench", vocoder=args.vocoder, force=True)
+    parts, _ = load_source(run)
+    vocoder, vocoder_desc = choose_vocoder(parts, args.vocoder)
+    synth = Synthesizer.from_checkpoint(run, vocoder=vocoder)
+    synth.threads = 1
+    torch.set_num_threads(1)
+
+    def piper_voice(threads: int):
+        opts = SessionOptions()
+        if threads:
+            opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+        session = InferenceSession(str(export.onnx), sess_options=opts, providers=["CPUExecutionProvider"])
+        return PiperVoice(session=session, config=PiperConfig.from_dict(json.loads(export.config.read_text())))
+
+    texts = [t for t in harvard(200) if 8 <= len(t.split()) <= 12][: args.sentences]
+
+    def timed(speak) -> dict:
+        speak("Warm up the caches.")
+        rtfs, audio_s = [], 0.0
+        for _ in range(args.rounds):
+            t = audio_s = 0.0
+            for text in texts:
+                t0 = time.perf_counter()
+                n, sr = speak(text)
+                t += time.perf_counter() - t0
+                audio_s += n / sr
+            rtfs.append(t / audio_s)
+        return {"rtf_median": round(float(np.median(rtfs)), 4), "rtf_min": round(min(rtfs), 4),
+                "audio_s_per_round": round(audio_s, 1)}
+
+    def piper_speak(voice):
+        def speak(text):
+            chunks = list(voice.synthesize(text))
+            return sum(c.audio_float_array.size for c in chunks), chunks[0].sample_rate
+        return speak
+
+    def torch_speak(text):
+        wav, sr = synth.synthesize(text)
+        return wav.size, sr
+
+    one = piper_voice(1)
+    result_piper = timed(piper_speak(one))
+    result_torch = timed(torch_speak)
+    result_default = timed(piper_speak(piper_voice(0)))  # piper's own session settings (all cores)
+    # the same sentence through both, before piper's peak normalization: they must be the same audio
+    ids = one.phonemes_to_ids(one.phonemize(texts[0])[0])
+    a = one.phoneme_ids_to_audio(ids, SynthesisConfig(normalize_audio=False))
+    b, _ = synth.synthesize(texts[0])
+    onnx_mb = round(export.onnx.stat().st_size / 2**20, 2)
+    tmp.cleanup()
+    return {
+        "bench": "piper", "run": str(run), "vocoder": vocoder_desc, "onnx_mb": onnx_mb,
+        "export_s": round(export.seconds, 1), "sentences": len(texts), "rounds": args.rounds,
+        "piper_onnxruntime_1thread": result_piper, "voicetrain_torch_1thread": result_torch,
+        "piper_onnxruntime_default_threads": result_default,
+        "speedup_piper_vs_torch": round(result_torch["rtf_median"] / result_piper["rtf_median"], 2),
+        "same_audio_max_abs_diff": float(np.abs(a - b).max()) if a.shape == b.shape else f"shapes {a.shape} vs {b.shape}",
+        "cpu_count": os.cpu_count(), "load_average_1m_before": round(load_before[0], 2),
+        "load_average_1m_after": round(os.getloadavg()[0], 2),
+    }
 
 
 def main() -> None:
@@ -347,11 +433,18 @@ def main() -> None:
     ap.add_argument("--first-audio", action="store_true",
                     help="Measure time to first audio, streamed vs not, for a 60-word paragraph (only that).")
     ap.add_argument("--repeats", type=int, default=5, help="--first-audio: requests of each kind.")
+    ap.add_argument("--piper", action="store_true", help="Only the Piper-export RTF benchmark (piper_bench).")
     ap.add_argument("--vocoder", help="--first-audio: bundle this vocoder ('builtin', 'griffin-lim', a vocoder "
-                                      "RUN) instead of the run's.")
+                                      "RUN) instead of the run's; --piper: the vocoder for the export and the torch "
+                                      "path (default: the voice's, else builtin).")
+    ap.add_argument("--sentences", type=int, default=20, help="--piper: Harvard sentences of 8-12 words.")
+    ap.add_argument("--rounds", type=int, default=3, help="--piper: passes over the sentences.")
     args = ap.parse_args()
     if args.first_audio:
         print(json.dumps(first_audio_bench(args)))
+        return
+    if args.piper:
+        print(json.dumps(piper_bench(args)))
         return
 
     from voicetrain.inference.export import export_onnx

@@ -646,23 +646,37 @@ def models_remove_cmd(
 @app.command("export")
 def export_cmd(
     source: str = typer.Argument(..., help="A registered NAME[@VERSION|@TAG], a bundle folder, or a RUN folder."),
-    format: str = typer.Option("onnx", "--format", help="Only onnx for now."),
-    out: Path = typer.Option(..., "--out", help="Folder for model.onnx and model.onnx.json."),
+    format: str = typer.Option("onnx", "--format", help="onnx (acoustic model: tokens -> mel) or piper (a whole "
+                               "Piper voice, vocoder included: OUT/NAME.onnx + OUT/NAME.onnx.json)."),
+    out: Path = typer.Option(..., "--out", help="Folder for the exported files."),
     checkpoint: str = typer.Option("best", "--checkpoint", help="With a RUN folder: best, last or a step number."),
     store: Optional[Path] = typer.Option(None, "--store", help=_STORE_HELP),
+    name: Optional[str] = typer.Option(None, "--name", help="piper: file name stem (default: the voice's name), "
+                                       "e.g. en_US-myvoice-medium."),
+    vocoder: Optional[str] = typer.Option(None, "--vocoder", help="piper: the vocoder inside the graph: the voice's "
+                                          "own neural vocoder, else 'builtin' (default), a vocoder RUN folder, or griffin-lim."),
+    force: bool = typer.Option(False, "--force", help="piper: replace an existing NAME.onnx / NAME.onnx.json."),
 ) -> None:
-    """Export the acoustic model (tokens -> mel) to ONNX with a JSON config beside it."""
+    """Export a voice: the acoustic model to ONNX (--format onnx), or a Piper voice (--format piper)."""
     from voicetrain.config import ConfigError
     from voicetrain.inference.checkpoint import CheckpointError
     from voicetrain.inference.export import ExportError, export_onnx
     from voicetrain.registry.store import RegistryError
 
-    if format != "onnx":
-        _fail(f"unknown --format {format!r}; supported: onnx")
+    if format not in ("onnx", "piper"):
+        _fail(f"unknown --format {format!r}; supported: onnx, piper")
+    if format == "onnx" and (name or vocoder or force):
+        _fail("--name, --vocoder and --force apply to --format piper only")
     from voicetrain.inference.checkpoint import choose_checkpoint
 
     try:
-        r = export_onnx(source, out, store=_store(store), which=checkpoint)
+        if format == "piper":
+            from voicetrain.inference.piper_export import export_piper
+
+            r = export_piper(source, out, name=name, store=_store(store), which=checkpoint, vocoder=vocoder,
+                             force=force)
+        else:
+            r = export_onnx(source, out, store=_store(store), which=checkpoint)
         src = Path(source)
         why = ""
         if src.is_dir() and (src / "checkpoints").is_dir():
@@ -670,7 +684,11 @@ def export_cmd(
             why = f"; checkpoint {choice.path.name}: {choice.reason}"
     except (ExportError, RegistryError, CheckpointError, ConfigError, FileNotFoundError) as e:
         _fail(str(e))
-    typer.echo(f"{r.onnx} + {r.config.name} ({r.seconds:.1f} s{why})")
+    if format == "piper":
+        typer.echo(f"{r.onnx} + {r.config.name} (vocoder {r.vocoder}; {r.seconds:.1f} s{why})\n"
+                   f"speak it: echo 'Hello.' | piper -m {r.onnx} -f hello.wav")
+    else:
+        typer.echo(f"{r.onnx} + {r.config.name} ({r.seconds:.1f} s{why})")
 
 
 @app.command("serve")

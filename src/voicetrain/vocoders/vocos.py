@@ -118,13 +118,18 @@ class Vocos(Vocoder):
         """Frames of input that one output frame depends on."""
         return self.cfg.input_kernel + self.cfg.layers * (self.cfg.kernel - 1)
 
-    def spectrum(self, mel: torch.Tensor) -> torch.Tensor:
-        """mel (B, n_mels, T) -> complex STFT (B, n_fft // 2 + 1, T)."""
+    def head_output(self, mel: torch.Tensor) -> torch.Tensor:
+        """mel (B, n_mels, T) -> (B, n_fft + 2, T): log-magnitudes, then phases (see :func:`spectrum_from_head`).
+
+        Real-valued, so an ONNX export (which has no complex tensors) can start from here."""
         x = self.norm(self.embed(mel).transpose(1, 2)).transpose(1, 2)
         for block in self.blocks:
             x = block(x)
-        x = self.head(self.final_norm(x.transpose(1, 2))).transpose(1, 2)
-        return spectrum_from_head(x, self.cfg.max_log_magnitude)
+        return self.head(self.final_norm(x.transpose(1, 2))).transpose(1, 2)
+
+    def spectrum(self, mel: torch.Tensor) -> torch.Tensor:
+        """mel (B, n_mels, T) -> complex STFT (B, n_fft // 2 + 1, T)."""
+        return spectrum_from_head(self.head_output(mel), self.cfg.max_log_magnitude)
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
         """mel (B, n_mels, T) natural-log magnitudes -> wav (B, T * hop_length)."""
