@@ -49,7 +49,12 @@ def cli(*args: str) -> list[str]:
 
 
 def _env() -> dict[str, str]:
+    import voicetrain
+
     env = dict(os.environ)
+    # the child imports the very package the studio runs (a relative PYTHONPATH would not survive cwd=PROJECT)
+    here = str(Path(voicetrain.__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join([here] + [os.path.abspath(p) for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
     env.setdefault("PYTHONUNBUFFERED", "1")
     env["COLUMNS"] = "200"  # rich wraps help and progress lines at the terminal width otherwise
     env["NO_COLOR"] = "1"
@@ -163,6 +168,7 @@ class Jobs:
         self._run: str | None = None
         self._caps: Capabilities | None = None
         self._stop_requested: str | None = None
+        self._thread: threading.Thread | None = None
 
     # ------------------------------------------------------------- state
     def capabilities(self) -> Capabilities:
@@ -186,7 +192,8 @@ class Jobs:
         return job
 
     def _owns(self, run: str) -> bool:
-        return self._run == run and self._proc is not None and self._proc.poll() is None
+        """True while this studio's job thread drives ``run`` (between its steps too, when no process runs)."""
+        return self._run == run and self._thread is not None and self._thread.is_alive()
 
     def _save(self, run: str, job: dict[str, Any]) -> None:
         atomic_write_json(self._job_path(run), job)
@@ -236,8 +243,9 @@ class Jobs:
             # the takes are staged and the thread starts under the lock: no second job can slip in between
             self.project.stage_corpus(good_takes)
             fingerprint = _takes_fingerprint(self.project, good_takes)
-            threading.Thread(target=self._drive, args=(req, job, fingerprint, estimate_only), daemon=True,
-                             name=f"studio-job-{req.name}").start()
+            self._thread = threading.Thread(target=self._drive, args=(req, job, fingerprint, estimate_only),
+                                            daemon=True, name=f"studio-job-{req.name}")
+            self._thread.start()
             return job
 
     def _drive(self, req: TrainRequest, job: dict[str, Any], fingerprint: str, estimate_only: bool) -> None:
