@@ -105,7 +105,9 @@ class TakeChecker:
                 if asr is not None:
                     from voicetrain.evaluation.metrics import error_rates
 
-                    heard = asr.transcribe(a.trimmed, self.audio_cfg.sample_rate, max_new_tokens=120)
+                    # the take as recorded, not the trimmed audio: trimming keeps 50 ms before the first word,
+                    # and Whisper misheard the onset of such tight cuts ("My brother" -> "Might run the")
+                    heard = asr.transcribe(audio.mean(axis=0), sr, max_new_tokens=120)
                     try:
                         cer = error_rates(prompt, heard).cer
                     except ValueError:  # a prompt of punctuation only: nothing to compare

@@ -117,7 +117,8 @@ async function loadTakes() {
     const v = t.verdict;
     if (v && v.status === "bad") bad++; else if (v) good++;
     const again = el("button", { textContent: "re-record", className: "rerecord" });
-    again.onclick = guard(async () => { goTo(t.id); await startRecording(); });
+    // blur: a focused button would also take the Space that stops the recording as a click
+    again.onclick = guard(async (e) => { e.currentTarget.blur(); goTo(t.id); await startRecording(); });
     const play = el("button", { textContent: "▶" });
     play.onclick = () => new Audio(withKey(`/api/takes/${t.id}/audio?t=${Date.now()}`)).play();
     const tr = el("tr", {}, el("td", { textContent: t.id }), el("td", { textContent: t.text }),
