@@ -334,6 +334,7 @@ async function loadTrain() {
   ul.innerHTML = "";
   for (const run of r.runs) {
     const li = el("li", { textContent: `${run.name} — ${run.job ? run.job.status : "?"}` });
+    li.dataset.run = run.name;
     li.onclick = () => watch(run.name);
     ul.append(li);
     if (!liveRun || (run.job && ["running", "stopping"].includes(run.job.status))) liveRun = run.name;
@@ -350,7 +351,8 @@ $("#btn-estimate").onclick = guard(async () => {
     if (job.kind === "estimate" && job.status === "estimated" && job.estimate) {
       const e = job.estimate;
       $("#estimate").innerHTML = "";
-      $("#estimate").append(el("b", { textContent: `ETA ${e.eta_minutes.toFixed(1)} min for ${e.steps} steps` }),
+      const eta = e.eta_minutes < 1 ? `${Math.round(e.eta_minutes * 60)} s` : `${e.eta_minutes.toFixed(1)} min`;
+      $("#estimate").append(el("b", { textContent: `ETA ${eta} for ${e.steps} steps` }),
         el("div", { textContent: `${e.seconds_per_step.toFixed(2)} s/step · ${e.samples_per_second.toFixed(1)} samples/s · peak memory ${e.peak_rss_mb} MB` }),
         el("div", { className: "muted", textContent: e.note || "" }));
       estimated = key;
@@ -391,6 +393,13 @@ function renderRun(r) {
   $("#live-status").textContent = status;
   document.body.dataset.runStatus = j.status || "";
   $("#live-message").textContent = j.message || "";
+  for (const li of document.querySelectorAll("#run-list li")) if (li.dataset.run === r.name) li.textContent = `${r.name} — ${j.status || "?"}`;
+  if (r.job && !document.querySelector(`#run-list li[data-run="${r.name}"]`)) {
+    const li = el("li", { textContent: `${r.name} — ${j.status}` });
+    li.dataset.run = r.name;
+    li.onclick = () => watch(r.name);
+    $("#run-list").append(li);
+  }
   $("#btn-pause").disabled = $("#btn-stop-run").disabled = j.status !== "running" || j.kind !== "train";
   $("#btn-resume").disabled = !["paused", "stopped", "interrupted", "failed"].includes(j.status) || j.kind !== "train";
   drawLoss(r.curves);
