@@ -217,3 +217,24 @@ def test_studio_refuses_a_public_address_without_a_key(tmp_path):
     with pytest.raises(ValueError, match="--api-key"):
         serve_studio(tmp_path / "p", host="0.0.0.0", port=0)
     assert not os.path.exists(tmp_path / "p")
+
+
+def test_capabilities_follow_the_cli_help():
+    """The studio offers fine-tuning and the Piper download only when this install's CLI accepts them."""
+    from voicetrain.studio.jobs import Capabilities
+
+    now = Capabilities.probe()  # this install: finetune needs --from, export knows onnx
+    ft_required = "│ *  --from   <path>  Base voice: a RUN folder or a checkpoint file. [required] │"
+    ft_optional = "│    --from   <path>  Base voice (default: the shipped base model). │\n│ --dry-run │"
+    ex_piper = "│ --format  <str>  onnx or piper (a voice.onnx + voice.onnx.json Piper loads) │"
+    assert Capabilities.from_help(ft_required, "onnx").finetune_needs_from
+    later = Capabilities.from_help(ft_optional, ex_piper)
+    assert not later.finetune_needs_from and later.finetune_dry_run and later.piper_export
+    assert Capabilities.from_help("", "").finetune_needs_from  # no help at all: offer nothing
+    assert now.finetune_needs_from == (" --from" in _help("finetune") and "[required]" in _help("finetune"))
+
+
+def _help(cmd: str) -> str:
+    from voicetrain.studio.jobs import _env, cli
+
+    return subprocess.run(cli(cmd, "--help"), capture_output=True, text=True, env=_env()).stdout

@@ -164,6 +164,13 @@ def test_record_check_train_listen_keep_in_chromium(studio, tmp_path):
         page.wait_for_timeout(int((secs + 0.9) * 1000))
         page.keyboard.press("Space")
         expect(page.locator('#takes tr[data-take="prompt_0004"]')).to_have_attribute("data-status", "good", timeout=60_000)
+        # a reload loses nothing: the takes, their verdicts and the place in the prompt list come back
+        at = page.locator("#prompt-pos").inner_text()
+        page.reload()
+        expect(page.locator("body")).to_have_attribute("data-ready", "true")
+        expect(page.locator("#takes tbody tr")).to_have_count(12)
+        expect(page.locator('#takes tr[data-status="bad"]')).to_have_count(1)
+        expect(page.locator("#prompt-pos")).to_have_text(at)
         page.locator('#takes tr[data-take="prompt_0008"]').scroll_into_view_if_needed()
         page.screenshot(path=str(SHOTS / "record.png"), full_page=True)
 

@@ -49,11 +49,10 @@ def cli(*args: str) -> list[str]:
 
 
 def _env() -> dict[str, str]:
-    import voicetrain
-
     env = dict(os.environ)
-    # the child imports the very package the studio runs (a relative PYTHONPATH would not survive cwd=PROJECT)
-    here = str(Path(voicetrain.__file__).resolve().parents[1])
+    # the child imports the very package the studio runs (a relative PYTHONPATH would not survive cwd=PROJECT):
+    # the folder holding voicetrain/ (this file is voicetrain/studio/jobs.py)
+    here = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join([here] + [os.path.abspath(p) for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
     env.setdefault("PYTHONUNBUFFERED", "1")
     env["COLUMNS"] = "200"  # rich wraps help and progress lines at the terminal width otherwise
@@ -79,10 +78,15 @@ class Capabilities:
             except (OSError, subprocess.TimeoutExpired):
                 return ""
 
-        ft, ex = help_text("finetune"), help_text("export")
-        from_lines = [ln for ln in ft.splitlines() if "--from" in ln]
-        return cls(finetune_needs_from=not from_lines or any("required" in ln for ln in from_lines),
-                   finetune_dry_run="--dry-run" in ft, piper_export="piper" in ex.lower())
+        return cls.from_help(help_text("finetune"), help_text("export"))
+
+    @classmethod
+    def from_help(cls, finetune_help: str, export_help: str) -> "Capabilities":
+        """Read typer's help: a required option's row starts with '*' and ends with '[required]'."""
+        rows = [ln.strip("│ \t") for ln in finetune_help.splitlines() if "--from" in ln]
+        needs_from = not rows or any(r.startswith("*") or "[required]" in r for r in rows)
+        return cls(finetune_needs_from=needs_from, finetune_dry_run="--dry-run" in finetune_help,
+                   piper_export="piper" in export_help.lower())
 
 
 @dataclass
