@@ -8,6 +8,7 @@ PY := $(VENV)/bin/python
 VT := $(VENV)/bin/voicetrain
 DEMO ?= demo
 DEMO_MINUTES ?= 5
+# chromium: the studio's browser test (tests/studio/test_browser.py, driven by playwright; no browser download).
 # Festival voices of the universal vocoder corpus (`demo-data --voices universal`); kallpc16k is also in the tests.
 FESTIVAL_VOICES := festvox-kallpc16k festvox-kdlpc16k festvox-italp16k festvox-suopuhe-lj festvox-czech-dita \
   festvox-ca-ona-hts
@@ -17,9 +18,10 @@ setup: $(VENV)/.installed
 
 .apt-installed:
 	@if ! command -v espeak-ng >/dev/null || ! command -v flite >/dev/null || ! command -v sox >/dev/null \
-	    || ! command -v text2wave >/dev/null || [ ! -d /usr/share/festival/voices/catalan/upc_ca_ona_hts ]; then \
+	    || ! command -v text2wave >/dev/null || [ ! -d /usr/share/festival/voices/catalan/upc_ca_ona_hts ] \
+	    || [ ! -x /usr/bin/chromium ]; then \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng flite sox ffmpeg \
-	    festival $(FESTIVAL_VOICES) >/dev/null; fi
+	    festival $(FESTIVAL_VOICES) chromium >/dev/null; fi
 	@touch $@
 
 $(VENV)/.installed: pyproject.toml constraints.txt .apt-installed

@@ -23,13 +23,16 @@ LAYERS = [
     ("registry",),  # the bundle store and model cards: file formats, no model code
     ("inference",),  # checkpoints, bundles, synthesis; never training or Lightning
     ("evaluation",),  # the judges; evaluate_run synthesizes through inference
-    ("training", "serving", "doctor"),  # training scores with evaluation; serving only synthesizes; doctor checks the machine
+    # training scores with evaluation; serving only synthesizes; doctor checks the machine; studio runs
+    # training as a `voicetrain` subprocess, so it never imports training/
+    ("training", "serving", "doctor", "studio"),
     ("cli", "__init__"),  # the shell and the package's public API (voicetrain.load_voice)
 ]
 RANK = {name: i for i, layer in enumerate(LAYERS) for name in layer}
 # inference/ runs where Lightning is not installed
 NO_LIGHTNING = {"_version", "fileio", "workers", "config", "run_config", "vocoder_config", "audio", "text",
-                "templates", "data", "models", "vocoders", "registry", "inference", "serving", "doctor"}
+                "templates", "data", "models", "vocoders", "registry", "inference", "serving", "doctor",
+                "studio"}
 
 
 def _modules() -> dict[str, Path]:

@@ -719,6 +719,27 @@ def serve_cmd(
         _fail(str(e))
 
 
+@app.command("studio")
+def studio_cmd(
+    host: str = typer.Option("127.0.0.1", "--host", help="Bind address (localhost only by default; any other "
+                             "address needs --api-key)."),
+    port: int = typer.Option(7860, "--port"),
+    project: Path = typer.Option(Path("voicetrain-project"), "--project",
+                                 help="Project folder: takes, dataset, runs and voices (created if missing)."),
+    api_key: Optional[str] = typer.Option(None, "--api-key", envvar="VOICETRAIN_STUDIO_API_KEY",
+                                          help="Require this key (X-API-Key or Authorization: Bearer)."),
+) -> None:
+    """Record, check, train, listen to, compare and keep a voice in the browser (a local web app)."""
+    try:
+        from voicetrain.studio.app import serve_studio
+    except ImportError as e:
+        _fail(f"the studio needs the serve extra ({e.name} is missing): pip install 'voicetrain[serve]'")
+    try:
+        serve_studio(project, host=host, port=port, api_key=api_key)
+    except ValueError as e:
+        _fail(str(e))
+
+
 @app.command("doctor")
 def doctor_cmd(
     folder: Path = typer.Option(Path("."), "--folder", help="Where runs will be written (checked for space and write access)."),

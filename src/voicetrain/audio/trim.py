@@ -5,15 +5,21 @@ from __future__ import annotations
 import numpy as np
 
 
-def trim_energy(audio: np.ndarray, sr: int, top_db: float = 40.0, pad_seconds: float = 0.05) -> np.ndarray:
-    """Cut leading and trailing audio quieter than ``top_db`` below the peak, keeping a short pad."""
+def energy_bounds(audio: np.ndarray, sr: int, top_db: float = 40.0, pad_seconds: float = 0.05) -> tuple[int, int]:
+    """(start, end) sample indices of what :func:`trim_energy` keeps."""
     import librosa
 
     if audio.size == 0:
-        return audio
+        return 0, 0
     _, (start, end) = librosa.effects.trim(audio, top_db=top_db, frame_length=1024, hop_length=256)
     pad = int(pad_seconds * sr)
-    return audio[max(0, start - pad): min(len(audio), end + pad)]
+    return max(0, start - pad), min(len(audio), end + pad)
+
+
+def trim_energy(audio: np.ndarray, sr: int, top_db: float = 40.0, pad_seconds: float = 0.05) -> np.ndarray:
+    """Cut leading and trailing audio quieter than ``top_db`` below the peak, keeping a short pad."""
+    start, end = energy_bounds(audio, sr, top_db, pad_seconds)
+    return audio[start:end]
 
 
 def load_silero_model():

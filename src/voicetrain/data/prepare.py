@@ -170,12 +170,58 @@ def _trim(mono: np.ndarray, sr: int, qc: QCConfig, vad_model) -> np.ndarray:
     return trim_energy(mono, sr, top_db=qc.trim_top_db)
 
 
+@dataclass
+class Assessment:
+    """What the per-utterance audio checks found (see :func:`assess_audio`)."""
+
+    issues: list[Issue]
+    trimmed: np.ndarray | None
+    """Mono audio at the target rate, silence trimmed; None after a fatal source finding (silence, NaN, ...)."""
+    snr_db: float = float("nan")
+    duration: float = 0.0
+    """Seconds after trimming."""
+    lead_seconds: float = 0.0
+    """Silence trimmed from the start (energy trimming only; 0 with silero)."""
+    trail_seconds: float = 0.0
+
+
+_FATAL = (Reason.ZERO_LENGTH, Reason.SILENCE_ONLY, Reason.NON_FINITE, Reason.SAMPLE_RATE_TOO_LOW)
+
+
+def assess_audio(audio: np.ndarray, sr: int, audio_cfg: AudioConfig, qc_cfg: QCConfig, where: str,
+                 vad_model=None) -> Assessment:
+    """The audio checks of one utterance, (channels, samples) decoded at ``sr``: the source checks, then mono,
+    resampling, SNR, silence trimming and the duration checks. ``prepare`` and ``voicetrain studio`` (each
+    take as it is recorded) both call this, so a take judged good in the studio is kept by prepare."""
+    from voicetrain.audio.io import resample, to_mono
+    from voicetrain.audio.trim import energy_bounds
+
+    issues = check_source(audio, sr, audio_cfg.sample_rate, qc_cfg, where)
+    if any(i.is_error and i.code in _FATAL for i in issues):
+        return Assessment(issues, None)
+    target = audio_cfg.sample_rate
+    if any(i.code == Reason.DC_OFFSET for i in issues):  # only then: a clean file's samples stay untouched
+        audio = remove_dc(audio)
+    mono = resample(to_mono(audio), sr, target)
+    snr_db = estimate_snr_db(mono, target)
+    lead = trail = 0.0
+    if qc_cfg.vad == "silero":
+        trimmed = _trim(mono, target, qc_cfg, vad_model)
+    else:
+        start, end = energy_bounds(mono, target, qc_cfg.trim_top_db)
+        trimmed = mono[start:end]
+        lead, trail = start / target, (len(mono) - end) / target
+    duration = len(trimmed) / target
+    issues += check_trimmed(duration, snr_db, qc_cfg, where)
+    return Assessment(issues, trimmed, snr_db, duration, lead, trail)
+
+
 def process_audio(job: AudioJob, vad_model=None) -> AudioResult:
     """Decode, check, normalize and featurize one utterance; write its wav, features and done marker."""
     import soundfile as sf
 
     from voicetrain.audio.features import extract_features
-    from voicetrain.audio.io import AudioReadError, integrated_loudness, load_audio, loudness_normalize, resample, save_wav, to_mono
+    from voicetrain.audio.io import AudioReadError, integrated_loudness, load_audio, loudness_normalize, save_wav
 
     src = Path(job.source)
     where = str(src)
@@ -209,20 +255,13 @@ def process_audio(job: AudioJob, vad_model=None) -> AudioResult:
         return finish()
     res.source_sr, res.channels = sr, int(audio.shape[0])
     res.source_seconds = audio.shape[1] / sr if sr else 0.0
-    issues = check_source(audio, sr, job.audio_cfg.sample_rate, job.qc_cfg, where)
-    res.issues += [i.to_dict() for i in issues]
-    if any(i.is_error and i.code in (Reason.ZERO_LENGTH, Reason.SILENCE_ONLY, Reason.NON_FINITE,
-                                     Reason.SAMPLE_RATE_TOO_LOW) for i in issues):
+    a = assess_audio(audio, sr, job.audio_cfg, job.qc_cfg, where, vad_model)
+    res.issues += [i.to_dict() for i in a.issues]
+    if a.trimmed is None:
         return finish()
-
     target = job.audio_cfg.sample_rate
-    if any(i.code == Reason.DC_OFFSET for i in issues):  # only then: a clean file's samples stay untouched
-        audio = remove_dc(audio)
-    mono = resample(to_mono(audio), sr, target)
-    res.snr_db = estimate_snr_db(mono, target)
-    trimmed = _trim(mono, target, job.qc_cfg, vad_model)
-    res.duration = len(trimmed) / target
-    res.issues += [i.to_dict() for i in check_trimmed(res.duration, res.snr_db, job.qc_cfg, where)]
+    trimmed = a.trimmed
+    res.snr_db, res.duration = a.snr_db, a.duration
     res.loudness_lufs = integrated_loudness(trimmed, target)
     if not res.ok:
         return finish()

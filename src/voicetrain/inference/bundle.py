@@ -160,12 +160,13 @@ def voice_json(*, name: str, version: str, loaded, checkpoint: Path, created: st
 
 def register_run(run: str | os.PathLike, name: str | None = None, checkpoint: str = "best",
                  store: ModelStore | str | os.PathLike | None = None,
-                 vocoder: str | os.PathLike | None = None) -> Path:
+                 vocoder: str | os.PathLike | None = None, note: str = "") -> Path:
     """Add RUN's checkpoint (``best``, ``last`` or a step number) as the next version of NAME.
 
     NAME defaults to the run folder's name. ``vocoder`` ('griffin-lim' or a vocoder RUN / checkpoint)
     overrides the one the run names; a neural vocoder's generator weights go into the bundle as
     vocoder.safetensors, so the bundle speaks the same on a machine without the vocoder run.
+    ``note``: the user's words about this version (what changed, what it is for), kept in the model card.
     Returns the new bundle folder.
     """
     import dataclasses
@@ -214,6 +215,8 @@ def register_run(run: str | os.PathLike, name: str | None = None, checkpoint: st
                           run_cfg=loaded.run_cfg, model_hparams=hparams, n_parameters=n_params, created=created,
                           package_version=__version__)
         card["checkpoint_reason"] = choice.reason  # why this checkpoint of the run is the voice
+        if note.strip():
+            card["note"] = " ".join(note.split())
         atomic_write_json(tmp / "card.json", card)
         atomic_write_text(tmp / "card.md", render_markdown(card))
 

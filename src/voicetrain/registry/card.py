@@ -126,6 +126,7 @@ def render_markdown(card: dict[str, Any]) -> str:
     lines = [
         f"# {card['name']} {card['version']}", "",
         f"Created {card['created']} with voicetrain {card['voicetrain_version']}.", "",
+        *([f"Note: {card['note']}", ""] if card.get("note") else []),
         "## Model", "",
         f"- architecture: {a['model']} (preset `{a['preset']}`), {a['parameters']:,} parameters, vocoder {a['vocoder']}",
         f"- base model: {card['base_model'] or 'none (trained from scratch)'}",

@@ -30,6 +30,11 @@ _ENV = Environment(loader=PackageLoader("voicetrain", "templates"), autoescape=s
 _ENV.filters["num"] = num
 
 
+def render(template: str, **context: Any) -> str:
+    """``template`` rendered with ``context`` (the studio serves its page this way)."""
+    return _ENV.get_template(template).render(**context)
+
+
 def write_page(path: Path, template: str, **context: Any) -> Path:
     """Render ``template`` with ``context`` into ``path`` (atomically); returns ``path``."""
     atomic_write_text(path, _ENV.get_template(template).render(**context))

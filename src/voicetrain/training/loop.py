@@ -109,7 +109,8 @@ def _final_checkpoint_class():
     from lightning.pytorch.callbacks import Checkpoint
 
     class FinalCheckpoint(Checkpoint):
-        """Saves step=N.ckpt and last.ckpt when the run stops (max_steps, time, early stopping), *inside* the loop.
+        """Saves step=N.ckpt and last.ckpt when the run stops (max_steps, time, early stopping, SIGTERM), *inside*
+        the loop.
 
         A save after ``fit`` returns records a mid-epoch stop as a finished epoch (Lightning closes the epoch
         when max_steps or max_time ends it), so a resume from it would skip the rest of that epoch's batches.
@@ -123,7 +124,10 @@ def _final_checkpoint_class():
         def _save_if_stopping(self, trainer) -> None:
             step = trainer.global_step
             last = 0 < trainer.max_steps <= step
-            if step > 0 and (last or trainer.should_stop) and not (self.ckpt_dir / f"step={step}.ckpt").exists():
+            # SIGTERM (`voicetrain studio`'s pause, a scheduler's stop): Lightning raises after this batch's
+            # hooks, so saving here keeps every finished step for the resume
+            stopping = trainer.should_stop or trainer.received_sigterm
+            if step > 0 and (last or stopping) and not (self.ckpt_dir / f"step={step}.ckpt").exists():
                 trainer.save_checkpoint(self.ckpt_dir / f"step={step}.ckpt")
                 trainer.save_checkpoint(self.ckpt_dir / "last.ckpt")
 
