@@ -6,7 +6,7 @@ prompt file loaded through the page, one of them saying another sentence and one
 with their reasons; the mismatched one is re-recorded; a tiny run is estimated and trained; its loss curve
 and a sample appear; a checkpoint speaks typed text; the voice is registered. Chromium re-reads the fake
 capture file each time a microphone stream opens (the page opens one per take), so the test swaps the file
-between takes. Screenshots of each screen go to docs/studio/.
+between takes. Screenshots of each screen go to $STUDIO_SCREENSHOTS (docs/studio/ for README), else a temp folder.
 """
 
 from __future__ import annotations
@@ -34,7 +34,9 @@ if not os.path.exists(CHROMIUM):
                 allow_module_level=True)
 from playwright.sync_api import expect, sync_playwright  # noqa: E402
 
-SHOTS = Path(__file__).resolve().parents[2] / "docs" / "studio"
+# README's screenshots: `STUDIO_SCREENSHOTS=docs/studio pytest tests/studio/test_browser.py` refreshes them; a plain
+# test run keeps its screenshots out of the checkout (a fresh temp folder per run)
+SHOTS_ENV = "STUDIO_SCREENSHOTS"
 SENTENCES = [
     "The sun is warm and the sky is blue.",
     "My brother reads a book every night.",
@@ -102,6 +104,8 @@ def studio(tmp_path):
 
 
 def test_record_check_train_listen_keep_in_chromium(studio, tmp_path):
+    SHOTS = Path(os.environ.get(SHOTS_ENV) or tmp_path / "shots")
+    SHOTS.mkdir(parents=True, exist_ok=True)
     url, project = studio
     feeds = tmp_path / "feeds"
     feeds.mkdir()
