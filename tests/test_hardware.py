@@ -105,12 +105,12 @@ def test_probe_lets_real_errors_through():
 
 def test_ram_warning():
     assert ram_warning(peak_rss_mb=900, current_rss_mb=800, available_mb=4000) is None
-    w = ram_warning(peak_rss_mb=3000, current_rss_mb=800, available_mb=1500)
-    assert w and "3000 MB" in w and "1500 MB" in w and "--batch-size" in w
-    # two DDP processes of 1.5 GB each on a machine with 2 GB available beyond this process
-    w = ram_warning(peak_rss_mb=1500, current_rss_mb=1000, available_mb=1900, processes=2)
-    assert w and "2 processes" in w
-    assert ram_warning(peak_rss_mb=1500, current_rss_mb=1000, available_mb=1900, processes=1) is None
+    w = ram_warning(peak_rss_mb=3000, current_rss_mb=800, available_mb=2500)  # 300 MB would be left
+    assert w and "3000 MB" in w and "2500 MB is available" in w and "300 MB would be left" in w and "--batch-size" in w
+    # two DDP processes of 1.5 GB each need 2 GB more than this process holds: 500 MB left, under the margin
+    w = ram_warning(peak_rss_mb=1500, current_rss_mb=1000, available_mb=2500, processes=2)
+    assert w and "2 processes" in w and "500 MB would be left" in w
+    assert ram_warning(peak_rss_mb=1500, current_rss_mb=1000, available_mb=2500, processes=1) is None
 
 
 def test_doctor_reports_what_train_would_choose_on_a_gpu(monkeypatch, tmp_path):

@@ -197,21 +197,36 @@ def meminfo(path: str = "/proc/meminfo") -> dict[str, float]:
     return out
 
 
-def ram_warning(peak_rss_mb: float, current_rss_mb: float, available_mb: float, processes: int = 1) -> str | None:
-    """A warning when a CPU run would need more RAM than is available, else None.
+def current_rss_mb(path: str = "/proc/self/status") -> float:
+    """This process's resident memory now (VmRSS; 0 where /proc is missing)."""
+    try:
+        for line in Path(path).read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def ram_warning(peak_rss_mb: float, current_rss_mb: float, available_mb: float, processes: int = 1,
+                margin_mb: float = 512) -> str | None:
+    """A warning when a CPU run would leave less than ``margin_mb`` of RAM free, else None.
 
     ``peak_rss_mb``: the estimate's measured peak of this process (model, optimizer, measured batches);
     ``current_rss_mb``: what this process holds now, already outside ``available_mb`` (MemAvailable);
     ``processes``: training processes on this machine (DDP ranks), each about as large as this one.
+    The margin is for what the estimate does not see: longer batches, validation samples, quality models.
     """
     need = peak_rss_mb * processes - current_rss_mb
-    if need <= available_mb:
+    left = available_mb - need
+    if left >= margin_mb:
         return None
     per = f" ({processes} processes of ~{peak_rss_mb:.0f} MB)" if processes > 1 else ""
-    return (f"this run needs about {peak_rss_mb * processes:.0f} MB of RAM{per} and only {available_mb:.0f} MB more "
-            "is available: the kernel may kill it mid-run. Lower --batch-size (with --accumulate to keep the "
-            "effective batch), use a smaller --preset, fewer --devices, or close other programs")
+    return (f"training needs about {peak_rss_mb * processes:.0f} MB of RAM{per}; {available_mb:.0f} MB is available "
+            f"beyond what this process holds, so {max(left, 0):.0f} MB would be left: the kernel may kill the run. "
+            "Lower --batch-size (with --accumulate to keep the effective batch), use a smaller --preset, fewer "
+            "--devices, or close other programs")
 
 
 __all__ = ["DeviceInfo", "HardwareDefaults", "ProbeResult", "choose_defaults", "describe_cuda_device",
-           "probe_batch_size", "memory_fits", "meminfo", "ram_warning", "PROBE_CAP"]
+           "probe_batch_size", "memory_fits", "meminfo", "current_rss_mb", "ram_warning", "PROBE_CAP"]
