@@ -14,7 +14,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 # Lowest first. Packages on one line are siblings: they may import the layers below, never each other.
 LAYERS = [
     ("_version",),
-    ("fileio", "workers"),
+    ("fileio", "workers", "hardware"),  # hardware: the machine described, and the defaults that fit it
     ("config",),
     ("run_config", "vocoder_config"),
     ("audio", "text", "templates"),  # templates: the HTML pages' jinja2 environment
@@ -30,9 +30,8 @@ LAYERS = [
 ]
 RANK = {name: i for i, layer in enumerate(LAYERS) for name in layer}
 # inference/ runs where Lightning is not installed
-NO_LIGHTNING = {"_version", "fileio", "workers", "config", "run_config", "vocoder_config", "audio", "text",
-                "templates", "data", "models", "vocoders", "registry", "inference", "serving", "doctor",
-                "studio"}
+NO_LIGHTNING = {"_version", "fileio", "workers", "hardware", "config", "run_config", "vocoder_config", "audio", "text",
+                "templates", "data", "models", "vocoders", "registry", "inference", "serving", "doctor", "studio"}
 
 
 def _modules() -> dict[str, Path]:

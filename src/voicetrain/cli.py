@@ -121,14 +121,17 @@ def train_cmd(
     dataset: Path = typer.Argument(..., help="A prepared DATASET folder (from `voicetrain prepare`)."),
     out: Path = typer.Option(..., "--out", help="RUN folder; an existing run with checkpoints is resumed."),
     model: Optional[str] = typer.Option(None, "--model", help="fastspeech2 (default) or tacotron2."),
-    preset: Optional[str] = typer.Option(None, "--preset", help="Model size preset: cpu (default), gpu, tiny."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="Model size preset: cpu, gpu, tiny (default: gpu with "
+                                         "a CUDA device of 4 GB or more, else cpu; a resumed run keeps its own)."),
     config: Optional[Path] = typer.Option(None, "--config", help="RunConfig YAML (e.g. an earlier RUN/config.yaml)."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Per-step batch (default 16; on CUDA the "
+                                             "largest that fits, probed up to 128). Out of memory halves it."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate after warm-up (default: the model's own, fastspeech2 3e-3, tacotron2 1e-3)."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps"),
     max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Wall-clock cap; stops cleanly with a checkpoint."),
     accumulate: Optional[int] = typer.Option(None, "--accumulate", help="Gradient accumulation batches."),
-    precision: Optional[str] = typer.Option(None, "--precision", help="32-true, bf16-mixed, 16-mixed (GPU)."),
+    precision: Optional[str] = typer.Option(None, "--precision", help="32-true, bf16-mixed, 16-mixed (GPU) (default: "
+                                            "bf16-mixed on Ampere and newer, 16-mixed on Volta/Turing, else 32-true)."),
     devices: Optional[str] = typer.Option(None, "--devices", help="Lightning devices, e.g. auto, 1, 4."),
     num_nodes: Optional[int] = typer.Option(None, "--num-nodes", help="Machines for multi-node DDP."),
     overfit: Optional[int] = typer.Option(None, "--overfit", help="Train on N utterances to prove the pipeline can memorize."),
@@ -150,7 +153,8 @@ def train_cmd(
     from voicetrain.config import ConfigError, load_yaml, with_overrides
     from voicetrain.data.dataset import DataItemError
     from voicetrain.run_config import RunConfig
-    from voicetrain.training.train import train
+    from voicetrain.training.oom import TrainingOutOfMemory
+    from voicetrain.training.train import OPEN_SETTINGS, train
 
     try:
         from voicetrain.inference.vocoder import vocoder_spec
@@ -165,8 +169,11 @@ def train_cmd(
             flags["train.max_steps"] = 10_000_000  # the time cap decides
         cfg = with_overrides(load_yaml(RunConfig, config) if config else RunConfig(),
                              [(k, v) for k, v in flags.items() if v is not None] + list(assignments or []))
-        result = train(dataset, out, cfg, resume="auto" if resume else False, dry_run=dry_run)
-    except (ConfigError, FileNotFoundError, DataItemError) as e:
+        # what no flag, --set or --config decided: the machine picks it, a resumed run keeps its own
+        given = {a.partition("=")[0].strip() for a in assignments or []}
+        auto = () if config else tuple(k for k in OPEN_SETTINGS if flags.get(k) is None and k not in given)
+        result = train(dataset, out, cfg, resume="auto" if resume else False, dry_run=dry_run, auto=auto)
+    except (ConfigError, FileNotFoundError, DataItemError, TrainingOutOfMemory) as e:
         _fail(str(e))
     if dry_run:
         return
@@ -251,6 +258,7 @@ def train_vocoder_cmd(
     from voicetrain.config import ConfigError, load_yaml, with_overrides
     from voicetrain.data.dataset import DataItemError
     from voicetrain.inference.checkpoint import CheckpointError
+    from voicetrain.training.oom import TrainingOutOfMemory
     from voicetrain.training.train_vocoder import train_vocoder
     from voicetrain.vocoder_config import VocoderRunConfig
 
@@ -265,7 +273,7 @@ def train_vocoder_cmd(
             raise FileNotFoundError(f"--on-generated {on_generated} does not exist; give an acoustic RUN folder")
         result = train_vocoder(dataset, out, cfg, resume="auto" if resume else False, init_from=init_from,
                                dry_run=dry_run)
-    except (ConfigError, FileNotFoundError, DataItemError, CheckpointError) as e:
+    except (ConfigError, FileNotFoundError, DataItemError, CheckpointError, TrainingOutOfMemory) as e:
         _fail(str(e))
     if dry_run:
         return

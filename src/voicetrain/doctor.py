@@ -8,10 +8,10 @@ unwritable working folder). :func:`run_doctor` returns the report; the CLI print
 
 JSON keys (``DoctorReport.to_dict``): ``ok`` (no error), ``checks`` (list of ``name``, ``status``,
 ``detail``, ``fix``), ``torch`` (``version``, ``build`` cpu/cuda/rocm/mps, ``cuda``, ``hip``, ``mps``,
-``threads``, ``step_seconds_by_threads``), ``devices`` (``index``, ``name``, ``memory_gb``, ``bf16``), ``step_seconds`` (one
+``threads``, ``step_seconds_by_threads``), ``devices`` (``index``, ``name``, ``memory_gb``, ``bf16`` (native), ``capability``), ``step_seconds`` (one
 training step of the tiny preset, or null), ``tools`` (name -> path or null), ``disk`` (``path``,
-``free_gb``), ``memory`` (``total_gb``, ``available_gb``), ``recommended`` (``preset``, ``precision``,
-``accelerator``).
+``free_gb``), ``memory`` (``total_gb``, ``available_gb``), ``recommended`` (what ``train`` chooses for
+the settings left open: ``preset``, ``precision``, ``accelerator``, ``batch``, ``reason``).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from voicetrain.config import TextConfig
+from voicetrain.hardware import PROBE_CAP, choose_defaults, describe_cuda_device, meminfo
 
 EVAL_FIX = "pip install 'voicetrain[eval]'"
 TOOL_FIXES = {
@@ -80,23 +81,10 @@ class DoctorReport:
         lines = [f"{mark[c.status]} {c.name}: {c.detail}" + (f"\n      fix: {c.fix}" if c.fix else "") for c in self.checks]
         r = self.recommended
         if r:
-            lines.append(f"recommended: --preset {r['preset']} --precision {r['precision']} (accelerator {r['accelerator']})")
+            lines.append(f"train would choose: --preset {r['preset']} --precision {r['precision']} (accelerator "
+                         f"{r['accelerator']}), batch {r['batch']}; {r['reason']}")
         lines.append("training can run" if self.ok else "training cannot run: fix the errors above")
         return "\n".join(lines)
-
-
-def meminfo(path: str = "/proc/meminfo") -> dict[str, float]:
-    """Total and available RAM in GB from /proc/meminfo (empty where there is none)."""
-    out: dict[str, float] = {}
-    try:
-        text = Path(path).read_text()
-    except OSError:
-        return out
-    for line in text.splitlines():
-        key, _, rest = line.partition(":")
-        if key in ("MemTotal", "MemAvailable"):
-            out["total_gb" if key == "MemTotal" else "available_gb"] = round(int(rest.split()[0]) / 1024**2, 2)
-    return out
 
 
 def _gb(n: float) -> float:
@@ -125,15 +113,16 @@ def _check_torch(r: DoctorReport) -> Any:
         r.add("lightning", "error", "lightning is not installed", "pip install 'lightning>=2,<3'")
     if torch.cuda.is_available():
         for i in range(torch.cuda.device_count()):
-            p = torch.cuda.get_device_properties(i)
-            with_bf16 = bool(torch.cuda.is_bf16_supported()) if i == torch.cuda.current_device() else None
-            r.devices.append({"index": i, "name": p.name, "memory_gb": _gb(p.total_memory), "bf16": with_bf16})
-            r.add(f"cuda:{i}", "ok", f"{p.name}, {_gb(p.total_memory)} GB")
+            d = describe_cuda_device(i)
+            # native bfloat16 (voicetrain.hardware): torch.cuda.is_bf16_supported() also counts emulation
+            r.devices.append({"index": i, "name": d.name, "memory_gb": d.memory_gb, "bf16": d.native_bf16,
+                              "capability": ".".join(map(str, d.capability))})
+            r.add(f"cuda:{i}", "ok", f"{d.name}, compute {r.devices[-1]['capability']}, {d.memory_gb} GB")
     elif torch.version.cuda or torch.version.hip:
         r.add("gpu", "warn", f"a {build} build of torch but no usable device (torch.cuda.is_available() is False)",
               "check the driver with nvidia-smi (rocm-smi), or install the CPU build of torch")
     if mps:
-        r.devices.append({"index": 0, "name": "mps", "memory_gb": None, "bf16": None})
+        r.devices.append({"index": 0, "name": "mps", "memory_gb": None, "bf16": None, "capability": None})
     return torch
 
 
@@ -268,11 +257,11 @@ def _check_folder(r: DoctorReport, folder: Path) -> None:
 
 
 def _recommend(r: DoctorReport, torch) -> None:
-    if torch is not None and r.devices and r.torch.get("build") in ("cuda", "rocm"):
-        bf16 = any(d.get("bf16") for d in r.devices)
-        r.recommended = {"preset": "gpu", "precision": "bf16-mixed" if bf16 else "16-mixed", "accelerator": "gpu"}
-    else:
-        r.recommended = {"preset": "cpu", "precision": "32-true", "accelerator": "cpu"}
+    """What `voicetrain train` would choose here for the settings left open (voicetrain.hardware.choose_defaults)."""
+    d = choose_defaults(describe_cuda_device(0) if torch is not None else None)
+    r.recommended = {"preset": d.preset, "precision": d.precision, "accelerator": d.accelerator,
+                     "batch": f"probed at the start of training (the largest that fits, up to {PROBE_CAP})"
+                     if d.probe_batch else "as configured (16)", "reason": d.reason}
 
 
 def run_doctor(folder: str | os.PathLike = ".", text: TextConfig | None = None, measure_step: bool = True) -> DoctorReport:

@@ -29,6 +29,7 @@ from typing import Any, Callable, Iterator
 import torch
 
 from voicetrain.fileio import atomic_write_text
+from voicetrain.training.oom import injected_oom_callback, is_out_of_memory
 
 
 def peak_rss_mb() -> float:
@@ -68,6 +69,16 @@ class ResumePoint:
     step: int = 0
     skip: tuple[int, int] | None = None
     """(epoch, batches done) of the resumed epoch: the sampler skips those batches."""
+    batch_size: int | None = None
+    """The training batch those batches had (None: a checkpoint from before it was recorded)."""
+
+    def skip_for(self, batch_size: int) -> tuple[int, int] | None:
+        """``skip`` in batches of ``batch_size``: after an out-of-memory fallback halved the batch, the resumed
+        epoch skips twice as many batches (the same share of its utterances; not the same ones: a plan of
+        smaller batches groups them differently, so such a resume is not bit-exact)."""
+        if self.skip is None or not self.batch_size or self.batch_size == batch_size:
+            return self.skip
+        return self.skip[0], round(self.skip[1] * self.batch_size / batch_size)
 
 
 def resume_point(ckpt_dir: Path, resume: bool | str) -> ResumePoint:
@@ -89,7 +100,8 @@ def resume_point(ckpt_dir: Path, resume: bool | str) -> ResumePoint:
     peek = load_checkpoint_safe(path)
     data = peek.get("voicetrain_data")
     return ResumePoint(str(path), int(peek.get("global_step", 0)),
-                       (data["epoch"], data["batches_done"]) if data else None)
+                       (data["epoch"], data["batches_done"]) if data else None,
+                       (data or {}).get("batch_size"))
 
 
 def checkpoint_pair(ckpt_dir: Path, every_steps: int, keep_last: int):
@@ -162,7 +174,9 @@ class ResumableModule:
         # 'processed', not 'completed': a checkpoint saved in on_train_batch_end runs before
         # Lightning counts that batch completed, and resuming must not replay it
         done = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
-        checkpoint["voicetrain_data"] = {"epoch": int(self.current_epoch), "batches_done": int(done)}
+        sampler = getattr(self.trainer.train_dataloader, "batch_sampler", None)
+        checkpoint["voicetrain_data"] = {"epoch": int(self.current_epoch), "batches_done": int(done),
+                                         "batch_size": getattr(sampler, "batch_size", None)}
         checkpoint["voicetrain_rng"] = torch.get_rng_state()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -193,6 +207,8 @@ def fit(lit, train_loader, val_loader, run_dir: Path, t, callbacks: list, resume
     warnings.filterwarnings("ignore", message=".*dataloader is not resumable.*")
     # manual optimization (the GAN): the state after the step is what we want saved
     warnings.filterwarnings("ignore", message=".*ModelCheckpoint with manual optimization.*")
+    faults = [f for f in (injected_oom_callback(),) if f is not None]  # the tests' fault hook (training/oom.py)
+
     def make(**strategy):  # built once more when DDP needs another strategy
         return L.Trainer(
             default_root_dir=str(run_dir), max_steps=t.max_steps,
@@ -200,7 +216,7 @@ def fit(lit, train_loader, val_loader, run_dir: Path, t, callbacks: list, resume
             accelerator=t.accelerator, devices=t.devices, precision=t.precision,
             val_check_interval=min(t.val_every_steps, max(t.max_steps, 1)), check_val_every_n_epoch=None,
             num_sanity_val_steps=0, log_every_n_steps=t.log_every_steps,
-            callbacks=[*callbacks, final_checkpoint(Path(run_dir) / "checkpoints")],
+            callbacks=[*callbacks, final_checkpoint(Path(run_dir) / "checkpoints"), *faults],
             logger=TensorBoardLogger(str(run_dir), name="tb", version="", default_hp_metric=False),
             plugins=[AtomicCheckpointIO()], enable_model_summary=False, benchmark=False, enable_progress_bar=True,
             # under DDP Lightning would swap the batch sampler's sampler for a DistributedSampler (which breaks a
@@ -214,8 +230,22 @@ def fit(lit, train_loader, val_loader, run_dir: Path, t, callbacks: list, resume
 
         trainer = make(strategy=DDPStrategy(find_unused_parameters=True))
     start = time.time()
-    trainer.fit(lit, train_dataloaders=train_loader, val_dataloaders=val_loader, ckpt_path=resume.ckpt_path)
+    try:
+        trainer.fit(lit, train_dataloaders=train_loader, val_dataloaders=val_loader, ckpt_path=resume.ckpt_path)
+    except Exception as e:
+        if is_out_of_memory(e):  # the trainers decide what to do; they need the step and the world size
+            raise OutOfMemoryInFit(e, trainer.global_step, trainer.world_size) from e
+        raise
     return trainer, time.time() - start
+
+
+class OutOfMemoryInFit(RuntimeError):
+    """``fit`` ran out of memory at ``step`` (global step) in a run of ``world_size`` processes; ``error`` is
+    the original. Raised only after Lightning has torn the run down (the last checkpoint is intact)."""
+
+    def __init__(self, error: BaseException, step: int, world_size: int):
+        super().__init__(f"out of memory at step {step}: {error}")
+        self.error, self.step, self.world_size = error, step, world_size
 
 
 def write_result(run_dir: Path, result, trainer=None) -> None:

@@ -39,7 +39,8 @@ from voicetrain.fileio import atomic_write_text
 from voicetrain.inference.checkpoint import find_checkpoint, load_checkpoint_safe
 from voicetrain.inference.vocoder import check_compatible
 from voicetrain.training.loop import (
-    checkpoint_pair, fastest_thread_count, fit, keep_threads, peak_rss_mb, resume_point, write_result)
+    OutOfMemoryInFit, checkpoint_pair, fastest_thread_count, fit, keep_threads, peak_rss_mb, resume_point, write_result)
+from voicetrain.training.oom import TrainingOutOfMemory, first_line
 from voicetrain.vocoder_config import VocoderRunConfig
 from voicetrain.vocoders import discriminators
 from voicetrain.vocoders.registry import build_vocoder, vocoder_config
@@ -197,7 +198,6 @@ def estimate_speed(lit, batches, thread_options: tuple[int, ...] = ()) -> Vocode
         return float(np.mean(times["gan"])), float(np.mean(times["recon"]))
 
     best, results = fastest_thread_count(measure, thread_options)
-    del m, opt_g, opt_d
     return VocoderEstimate(results[best][0], results[best][1], peak_rss_mb(), best,
                            {t: {"gan_s": round(v[0], 3), "reconstruction_s": round(v[1], 3)} for t, v in results.items()})
 
@@ -270,8 +270,17 @@ def train_vocoder(dataset_dir: str | os.PathLike, run_dir: str | os.PathLike, cf
     The process's torch thread count is restored afterwards.
     """
     with keep_threads():
-        return _train_vocoder(dataset_dir, run_dir, cfg, resume=resume, init_from=init_from, dry_run=dry_run,
-                              console=console or Console(stderr=True))
+        try:
+            return _train_vocoder(dataset_dir, run_dir, cfg, resume=resume, init_from=init_from, dry_run=dry_run,
+                                  console=console or Console(stderr=True))
+        except OutOfMemoryInFit as oom:
+            # no automatic fallback here: the GAN's manual optimization has no gradient accumulation, so a halved
+            # batch would be a different effective batch; the user decides
+            bs = load_yaml(VocoderRunConfig, Path(run_dir) / "config.yaml").train.batch_size
+            raise TrainingOutOfMemory(
+                f"out of memory at step {oom.step} ({first_line(oom.error)}) with batch {bs}: run the same command with "
+                f"--batch-size {max(bs // 2, 1)} (or fewer --segment-frames); it resumes from the last checkpoint"
+            ) from oom.error
 
 
 def _train_vocoder(dataset_dir, run_dir, cfg: VocoderRunConfig, *, resume, init_from, dry_run,
@@ -323,7 +332,9 @@ def _train_vocoder(dataset_dir, run_dir, cfg: VocoderRunConfig, *, resume, init_
     t = cfg.train
     train_set = VocoderDataset(ds, train_utts, t.segment_frames, t.seed, mel_dir)
     val_set = VocoderDataset(ds, val_utts, None, mel_dir=mel_dir, max_frames=t.val_max_frames)
-    sampler = SegmentBatchSampler(len(train_set), t.batch_size, t.seed, skip=rp.skip)
+    # a rerun at another --batch-size (after out of memory) skips the same share of the resumed epoch
+    sampler = SegmentBatchSampler(len(train_set), t.batch_size, t.seed,
+                                  skip=rp.skip_for(max(1, min(t.batch_size, len(train_set)))))
     train_loader = DataLoader(train_set, batch_sampler=sampler, collate_fn=collate_vocoder,
                               num_workers=t.num_workers, persistent_workers=t.num_workers > 0)
     val_loader = DataLoader(val_set, batch_size=1, shuffle=False, collate_fn=collate_vocoder, num_workers=0)
