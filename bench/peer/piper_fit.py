@@ -54,6 +54,15 @@ class WallClockSnapshots(L.Callback):
             self._write(trainer)
 
     def on_train_end(self, trainer, pl_module) -> None:
+        # Lightning's Timer and this callback read the clock at the same batch end, a hair apart: when the
+        # time limit stopped the run just before a mark, the weights it ends with are that mark's
+        elapsed = time.time() - self.start
+        for m in self.marks:
+            path = self.out / f"time={m:g}min-batch={self.batches}.ckpt"
+            trainer.save_checkpoint(path, weights_only=True)
+            self.saved.append({"minutes": m, "batches": self.batches, "elapsed_s": round(elapsed, 1),
+                               "checkpoint": str(path), "at_train_end": True})
+        self.marks = []
         self._write(trainer)
 
     def _write(self, trainer) -> None:
@@ -88,6 +97,11 @@ def main(argv: list[str] | None = None) -> None:
         cli.datamodule.prepare_data()
         return
     callbacks = list(_DEFAULT_CALLBACKS)
+    if "--model.mos_metric" in rest and rest[rest.index("--model.mos_metric") + 1].lower() == "none":
+        # piper-tts 1.8.0 trap: its second default ModelCheckpoint monitors val_mos, which is never logged
+        # without the MOS predictor (disabled, or its torch.hub download failed offline), and Lightning then
+        # raises MisconfigurationException at the end of the first epoch. Keep the val_mel/last one.
+        callbacks = [c for c in callbacks if getattr(c, "monitor", None) != "val_mos"]
     snap = None
     if ours.snapshots is not None:
         ours.snapshots.mkdir(parents=True, exist_ok=True)

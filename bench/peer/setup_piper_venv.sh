@@ -10,9 +10,10 @@
 #   CUDA torch plus ~18 nvidia packages (several GB); the CPU wheel is on local disk here.
 # * The wheel ships vits/monotonic_align/setup.py without its core.pyx, so
 #   piper.train.vits.monotonic_align.monotonic_align.core is missing and `python -m piper.train` dies at
-#   import. We install a small pure-numpy/numba-free module in its place: bench/peer/mas_core.py
-#   (maximum_path_c over PyPI's monotonic-alignment-search, the same package voicetrain uses),
-#   copied to .../monotonic_align/monotonic_align/core.py.
+#   import. In its place goes bench/peer/mas_core.py, copied to
+#   .../monotonic_align/monotonic_align/core.py: Piper's maximum_path_c signature over the compiled
+#   glow-tts kernel of PyPI's monotonic-alignment-search (the package voicetrain uses), so no C
+#   compiler or Cython build is needed (tests/bench/test_peer_side_by_side.py checks it).
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 VENV="${1:-/tmp/voicetrain-bench/piper-venv}"

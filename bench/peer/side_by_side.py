@@ -9,15 +9,19 @@ Runs, one after the other on the same cores:
    ``piper.train fit`` with Lightning's ``max_time`` set to the same minutes, the same batch size,
    ``OMP_NUM_THREADS``/torch threads as voicetrain's, no data-loader workers (voicetrain uses none),
    in the peer's OWN venv (``--peer-venv``, built by ``bench/peer/setup_piper_venv.sh``). Its
-   snapshots at the same minute marks are exported with ``python -m piper.train.export_onnx`` and
-   spoken by the ``piper`` package.
+   snapshots at the same minute marks are exported by Piper's ``piper.train.export_onnx`` (through
+   ``piper_export.py``, which only pins torch 2.13's exporter to ``dynamo=False``) and spoken by the
+   ``piper`` package.
 3. One judge for both: Whisper tiny.en CER (voicetrain's Evaluator; pocketsphinx beside it) on the
    same held-out Harvard sentences, next to the real recordings of them.
 
 Prints one JSON line per system, then one line of ratios (voicetrain / Piper): CER at each mark and
-samples/s. Piper's trainer overrides, each for a reason: ``--model.mos_metric none`` (its UTMOS
-predictor downloads weights through torch.hub at the first validation; nothing may be downloaded
-here, and it would otherwise fail and disable itself after a network wait), ``--data.num_workers 0``.
+samples/s. Piper's defaults are kept (model 'medium', lr, validation every epoch with its sanity
+check, its val_mel top-5 + last checkpoints, TensorBoard audio) except, each for a reason:
+``--model.mos_metric none`` (its UTMOS predictor downloads weights through torch.hub at the first
+validation, and nothing may be downloaded here; ``piper_fit.py`` then drops the val_mos checkpoint
+callback, which would otherwise crash the first epoch's end), ``--data.num_workers 0`` (voicetrain
+loads batches in its training process too), the batch size (voicetrain's, not Piper's documented 32).
 """
 
 from __future__ import annotations
@@ -109,13 +113,15 @@ def run_piper(args, work: Path, ds: Path, marks: list[float], sentences, real: d
               "--data.num_workers", "0", "--model.mos_metric", "none",
               "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.default_root_dir", str(run)]
     runner = str(HERE / "piper_fit.py")
-    subprocess.run([str(py), runner, "--prepare-only", "--threads", str(args.threads), *common], check=True, env=env)
+    # the peer's own output goes to stderr: stdout holds only the JSON lines
+    subprocess.run([str(py), runner, "--prepare-only", "--threads", str(args.threads), *common], check=True, env=env,
+                   stdout=sys.stderr)
     progress = run / "progress.json"
     load_before = os.getloadavg()[0]
     t0 = time.time()
     subprocess.run([str(py), runner, "--snapshots", str(run / "snapshots"), "--marks", ",".join(f"{m:g}" for m in marks),
                     "--progress", str(progress), "--threads", str(args.threads), *common,
-                    "--trainer.max_time", max_time(args.minutes)], check=True, env=env)
+                    "--trainer.max_time", max_time(args.minutes)], check=True, env=env, stdout=sys.stderr)
     process_wall = time.time() - t0
     load_after = os.getloadavg()[0]
     prog = json.loads(progress.read_text())
@@ -124,12 +130,12 @@ def run_piper(args, work: Path, ds: Path, marks: list[float], sentences, real: d
     curve = []
     for snap in prog["snapshots"]:
         onnx = run / "voices" / f"time={snap['minutes']:g}min.onnx"
-        subprocess.run([str(py), "-m", "piper.train.export_onnx", "--checkpoint", snap["checkpoint"],
-                        "--output-file", str(onnx)], check=True, env=env)
+        subprocess.run([str(py), str(HERE / "piper_export.py"), "--checkpoint", snap["checkpoint"],
+                        "--output-file", str(onnx)], check=True, env=env, stdout=sys.stderr)
         Path(f"{onnx}.json").write_text((run / "config.json").read_text())
         wavs = run / "wavs" / f"time={snap['minutes']:g}min"
         subprocess.run([str(py), str(HERE / "piper_speak.py"), "--voice", str(onnx), "--sentences", str(tsv),
-                        "--out", str(wavs)], check=True, env=env)
+                        "--out", str(wavs)], check=True, env=env, stdout=sys.stderr)
         audio = {sid: sf.read(wavs / f"{sid}.wav", dtype="float32") for sid, _ in sentences}
         curve.append(_curve_point(snap["minutes"], snap["batches"], score(ev, sentences, audio), real))
     fit_s = prog["fit_seconds"] or prog["train_seconds"]
@@ -137,6 +143,8 @@ def run_piper(args, work: Path, ds: Path, marks: list[float], sentences, real: d
             "threads": args.threads, "batch_size": args.batch_size, "minutes_cap": args.minutes,
             "steps": prog["batches"], "train_wall_s": round(fit_s, 1),
             "samples_per_s": round(prog["batches"] * args.batch_size / fit_s, 2) if fit_s else None,
+            # over Lightning's max_time clock only (from on_train_start): without Piper's default sanity check
+            "samples_per_s_training_clock": round(prog["batches"] * args.batch_size / prog["train_seconds"], 2),
             "peak_rss_mb": prog["peak_rss_mb"], "curve": curve, "process_wall_s": round(process_wall, 1),
             "corpus_utterances": layout.n_utterances, "load_avg_before": round(load_before, 2),
             "load_avg_after_train": round(load_after, 2), "run": str(run)}
@@ -153,6 +161,9 @@ def ratios(vt: dict, peer: dict) -> dict:
                 out[f"{k}_ratio_at_{c['minutes']:g}min"] = round(c[k] / p, 3) if p else None
     if peer["samples_per_s"]:
         out["samples_per_s_ratio"] = round(vt["samples_per_s"] / peer["samples_per_s"], 3)
+    if peer.get("samples_per_s_training_clock"):
+        out["samples_per_s_ratio_vs_peer_training_clock"] = round(
+            vt["samples_per_s"] / peer["samples_per_s_training_clock"], 3)
     return out
 
 
@@ -171,11 +182,11 @@ def main(args) -> None:
     real_audio = train_demo.real_recordings(work, sentences)
     ev = Evaluator()
     real = score(ev, sentences, real_audio)
-    vt = run_voicetrain(args, work, marks, sentences, real, ev)
-    peer = run_piper(args, work, ds, marks, sentences, real, ev)
-    for line in (vt, peer):
-        line.update({"bench": "train_demo", "real_cer_whisper": real["cer_whisper"],
-                     "real_cer_pocketsphinx": real["cer_pocketsphinx"],
-                     "held_out": f"{len(sentences)} Harvard sentences", "machine": f"{os.cpu_count()} cpu"})
-        print(json.dumps(line), flush=True)
+    common = {"bench": "train_demo", "real_cer_whisper": real["cer_whisper"],
+              "real_cer_pocketsphinx": real["cer_pocketsphinx"], "held_out": f"{len(sentences)} Harvard sentences",
+              "machine": f"{os.cpu_count()} cpu"}
+    vt = {**run_voicetrain(args, work, marks, sentences, real, ev), **common}
+    print(json.dumps(vt), flush=True)  # before the peer runs: its failure must not lose this line
+    peer = {**run_piper(args, work, ds, marks, sentences, real, ev), **common}
+    print(json.dumps(peer), flush=True)
     print(json.dumps(ratios(vt, peer)), flush=True)
