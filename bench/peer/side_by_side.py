@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -106,7 +107,7 @@ def run_piper(args, work: Path, ds: Path, marks: list[float], sentences, real: d
     root = work / "piper"
     layout = to_piper_layout(ds, root / "corpus")
     run = root / "run"
-    subprocess.run(["rm", "-rf", str(run)], check=True)
+    shutil.rmtree(run, ignore_errors=True)  # a fresh run folder each time, as train_demo's
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
     common = [*layout.fit_args(), "--data.voice_name", "demo", "--data.cache_dir", str(root / "cache"),
               "--data.config_path", str(run / "config.json"), "--data.batch_size", str(args.batch_size),
