@@ -7,6 +7,8 @@ minutes of training, next to the CER of the real recordings of the same sentence
 demo voice, flite rms, speaking them).
 
     .venv/bin/python bench/train_demo.py [--minutes 15] [--model fastspeech2] [--threads 2]
+    .venv/bin/python bench/train_demo.py --peer piper --minutes 3 --marks 3 --threads 1
+        (side by side with Piper's own trainer in its own venv: bench/peer/side_by_side.py)
 
 Corpus and dataset are cached under --work (default /tmp/voicetrain-bench); the run
 folder is recreated each time.
@@ -79,7 +81,14 @@ def main(argv=None) -> None:
     ap.add_argument("--run", default=None, help="Run folder (default WORK/run-MODEL).")
     ap.add_argument("--model-config", default="{}", help="JSON overrides of the model config.")
     ap.add_argument("--lr", type=float, default=None)
+    ap.add_argument("--peer", choices=["piper"], default=None,
+                    help="Also train the same corpus with this peer's own trainer and judge both alike.")
+    ap.add_argument("--peer-venv", default=None, help="The peer's venv (default WORK/piper-venv; "
+                    "bench/peer/setup_piper_venv.sh builds it).")
     args = ap.parse_args(argv)
+    if args.peer:  # one line per system plus their ratios; without --peer this script is unchanged
+        from peer.side_by_side import main as side_by_side
+        return side_by_side(args)
 
     import torch
 
