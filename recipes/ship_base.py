@@ -41,7 +41,7 @@ def _scrub(text: str, paths: dict[str, str]) -> str:
 def bench_table(lines: list[dict]) -> str:
     if not lines:
         return "No held-out figures yet: run `bench/finetune.py --base builtin` and re-ship with --bench.\n"
-    keys = [("run", "run"), ("cer_whisper", "Whisper CER"), ("cer", "pocketsphinx CER"),
+    keys = [("run", "run"), ("target_source_audio_s", "slt audio s"), ("cer_whisper", "Whisper CER"), ("cer", "pocketsphinx CER"),
             ("speaker_similarity", "similarity to slt"), ("target_nearest_rate", "nearest = slt"),
             ("dnsmos_ovrl", "DNSMOS"), ("steps", "steps"), ("budget_min", "train min")]
     rows = ["| " + " | ".join(h for _, h in keys) + " |", "|" + "---|" * len(keys)]
@@ -57,7 +57,7 @@ def bench_table(lines: list[dict]) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("run")
-    ap.add_argument("--bench", default=None, help="bench/finetune.py's JSON lines for this base (one per run).")
+    ap.add_argument("--bench", nargs="*", help="Files of bench/finetune.py's JSON lines for this base (one per run).")
     ap.add_argument("--checkpoint", default="best", help="best (by quality when the run scored it), last, or a step.")
     ap.add_argument("--out", default=str(DEFAULT_OUT))
     ap.add_argument("--corpus", default="demo-data --voices base --utterances 200")
@@ -78,8 +78,9 @@ def main(argv=None) -> int:
     cfg = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
     dataset = Path(cfg["dataset"]).resolve()
     result = json.loads((run / "result.json").read_text()) if (run / "result.json").exists() else {}
-    bench = [json.loads(ln) for ln in Path(args.bench).read_text().splitlines() if ln.strip().startswith("{")] \
-        if args.bench else []
+    bench = [json.loads(ln) for f in (args.bench or []) for ln in Path(f).read_text().splitlines()
+             if ln.strip().startswith("{")]
+    bench = [ln for ln in bench if ln.get("bench") == "finetune"]  # the finetune-vocoder line is the vocoder's
     out = Path(args.out)
     with tempfile.TemporaryDirectory() as tmp:
         bundle = register_run(run, name="builtin-ship", checkpoint=args.checkpoint, store=ModelStore(tmp),
