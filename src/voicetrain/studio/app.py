@@ -418,9 +418,13 @@ def create_app(project: str | os.PathLike | Project, *, api_key: str | None = No
 
     @app.get("/api/voices")
     async def voices():
+        from voicetrain.registry.store import BUILTIN
+
         st = store()
         out = []
         for b in st.list():
+            if b.name == BUILTIN:  # the shipped base is not one of the project's voices
+                continue
             card = {}
             try:
                 import json

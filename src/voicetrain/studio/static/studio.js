@@ -532,7 +532,10 @@ async function loadKeep() {
   const runs = await runNames();
   await fillRunSelect($("#keep-run"), runs);
   await loadKeepCkpts();
-  if (!$("#keep-name").value) $("#keep-name").value = (await api("/api/state")).speaker;
+  if (!$("#keep-name").value) {
+    const speaker = (await api("/api/state")).speaker;
+    if (!$("#keep-name").value) $("#keep-name").value = speaker;  // the user may have typed a name meanwhile
+  }
   const r = await api("/api/voices");
   const opts = await api("/api/train/options");
   const box = $("#voices");
