@@ -155,6 +155,19 @@ def summary(per: dict[str, dict]) -> dict:
             "dnsmos_ovrl": round(float(np.mean(list(per["dnsmos_ovrl"].values()))), 3)}
 
 
+def speak(synth, sentences: list[tuple[str, str]], speaker: str) -> list[tuple[str, np.ndarray, int]]:
+    """(sentence id, audio, rate) for each held-out sentence, one torch thread (as a user's synth runs)."""
+    from voicetrain.evaluation.models import torch_threads
+
+    spk = speaker if speaker in synth.speakers else None
+    out = []
+    for sid, text in sentences:
+        with torch_threads(1):
+            wav, sr = synth.synthesize(text, spk)
+        out.append((sid, wav, sr))
+    return out
+
+
 def best_val_loss(run: Path) -> float | None:
     from voicetrain.evaluation.history import read_metrics_csv
 
@@ -221,7 +234,7 @@ def main(argv=None) -> None:
     import torch
 
     from voicetrain.data.manifest import PreparedDataset
-    from voicetrain.evaluation.models import Evaluator, torch_threads
+    from voicetrain.evaluation.models import Evaluator
     from voicetrain.evaluation.quality import paired_difference
     from voicetrain.inference.checkpoint import choose_checkpoint
     from voicetrain.inference.synthesizer import Synthesizer
@@ -288,13 +301,7 @@ def main(argv=None) -> None:
     per_run = {}
     for name, (run, res, trainable, total_s) in results.items():
         choice = choose_checkpoint(run, "best")
-        synth = Synthesizer.from_checkpoint(choice.path, vocoder=args.vocoder)
-        spk = speaker if speaker in synth.speakers else None
-        wavs = []
-        for sid, text in sentences:
-            with torch_threads(1):
-                wav, sr = synth.synthesize(text, spk)
-            wavs.append((sid, wav, sr))
+        wavs = speak(Synthesizer.from_checkpoint(choice.path, vocoder=args.vocoder), sentences, speaker)
         per_run[name] = per_sentence(ev, wavs, texts, target_c, base_c)
     for name, (run, res, trainable, total_s) in results.items():
         line = {"bench": "finetune", "run": name, **summary(per_run[name])}
@@ -331,13 +338,7 @@ def main(argv=None) -> None:
         choice = choose_checkpoint(run, "best")
         by_vocoder = {}
         for voc in ("griffin-lim", "builtin", str(vocoder_run)):
-            synth = Synthesizer.from_checkpoint(choice.path, vocoder=voc)
-            spk = speaker if speaker in synth.speakers else None
-            wavs = []
-            for sid, text in sentences:
-                with torch_threads(1):
-                    wav, sr = synth.synthesize(text, spk)
-                wavs.append((sid, wav, sr))
+            wavs = speak(Synthesizer.from_checkpoint(choice.path, vocoder=voc), sentences, speaker)
             by_vocoder[voc] = per_sentence(ev, wavs, texts, target_c, base_c)
         gl = by_vocoder["griffin-lim"]
         line = {"bench": "finetune-vocoder", "run": tuned_runs[0], "acoustic_checkpoint": choice.path.name,
