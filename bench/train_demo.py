@@ -1,17 +1,28 @@
-"""Train from scratch on the built-in single-voice demo corpus under a wall-clock cap; print one JSON line.
+"""Train from scratch as a user would, under a wall-clock cap, and judge the voice; one JSON line per run.
 
-Figures: steps, steps/s, samples/s, peak RSS of training, final train/val loss, and the
-intelligibility curve: pocketsphinx CER (and MCD-DTW against the real recordings) of 20
-held-out Harvard sentences synthesized with the checkpoints kept at 1, 3, 5 and 15
-minutes of training, next to the CER of the real recordings of the same sentences (the
-demo voice, flite rms, speaking them).
+Each run is ``voicetrain train DATASET --out RUN --max-minutes M`` in its own process with the
+defaults a user gets (validation, quality tracking, samples, checkpoints: everything included),
+plus ``train.snapshot_minutes`` so the voice can be heard at each mark. Per run:
 
-    .venv/bin/python bench/train_demo.py [--minutes 15] [--model fastspeech2] [--threads 2]
+* speed: steps, samples/s over the fit (``result.json``) and over the whole process (imports,
+  speed estimate and final checkpoint included), peak RSS of the training process, run folder size;
+* the voice at 1, 3, 5 and 15 minutes (the snapshots): N held-out Harvard sentences, each spoken
+  by the snapshot through ``synth``'s default path (Griffin-Lim), judged by Whisper tiny.en CER and
+  pocketsphinx CER, and by speaker similarity (resemblyzer) to the centroid of 20 training clips;
+* beside the real recordings of the same sentences by the same voice (its CER and similarity), and
+  Griffin-Lim's copy of the real mels: the similarity ceiling of this vocoder.
+
+``--variant NAME:KEY=VALUE,KEY=VALUE`` (repeatable) trains more runs in the same command, one after
+the other, with ``--set KEY=VALUE`` overrides; the first run (``baseline``, or the first variant with
+``--no-baseline``) is the reference: a last line gives each other run's ratios to it and paired
+bootstrap 95% intervals of its per-sentence Whisper CER minus the reference's at each mark.
+
+    .venv/bin/python bench/train_demo.py [--voice flite:rms] [--utterances 300] [--minutes 15] [--threads 0]
+    .venv/bin/python bench/train_demo.py --minutes 3 --marks 3 --variant fp32:train.precision=32-true
     .venv/bin/python bench/train_demo.py --peer piper --minutes 3 --marks 3 --threads 1
         (side by side with Piper's own trainer in its own venv: bench/peer/side_by_side.py)
 
-Corpus and dataset are cached under --work (default /tmp/voicetrain-bench); the run
-folder is recreated each time.
+Corpus and dataset are cached under --work (default /tmp/voicetrain-bench); run folders are recreated.
 """
 
 from __future__ import annotations
@@ -27,18 +38,27 @@ from pathlib import Path
 
 import numpy as np
 
+TARGETS = {"cer_ratio_at_3min": 1.2, "cer_ratio_at_15min": 1.05, "similarity_gap_to_gl_copy_at_15min": 0.05,
+           "samples_per_s_whole_run": 60.0, "peak_rss_mb": 1000.0, "run_mb_at_15min": 150.0}
+"""Issue 21's targets."""
+
 
 def load_avg() -> float:
     return os.getloadavg()[0]
 
 
-def ensure_dataset(work: Path, utterances: int) -> Path:
+def _voice_tag(voice: str) -> str:
+    return voice.replace(":", "-").replace("/", "-")
+
+
+def ensure_dataset(work: Path, utterances: int, voice: str = "flite:rms") -> Path:
     from voicetrain.data.demo import make_demo_corpus
     from voicetrain.data.prepare import PrepareConfig, prepare
 
-    corpus, ds = work / f"corpus{utterances}", work / f"dataset{utterances}"
+    tag = "" if voice == "flite:rms" else f"-{_voice_tag(voice)}"  # the rms paths of earlier runs stay valid
+    corpus, ds = work / f"corpus{utterances}{tag}", work / f"dataset{utterances}{tag}"
     if not (ds / "dataset.yaml").exists():
-        make_demo_corpus(corpus, ["flite:rms"], utterances=utterances, seed=0)
+        make_demo_corpus(corpus, [voice], utterances=utterances, seed=0)
         prepare(PrepareConfig(input=str(corpus), out=str(ds)))
     return ds
 
@@ -51,122 +71,239 @@ def held_out_sentences(n: int) -> list[tuple[str, str]]:
     return pairs[:n]
 
 
-def real_recordings(work: Path, sentences) -> dict[str, tuple[np.ndarray, int]]:
-    """The demo voice (flite rms) speaking the held-out sentences: the ceiling for CER."""
+def real_recordings(work: Path, sentences, voice: str = "flite:rms") -> dict[str, tuple[np.ndarray, int]]:
+    """The demo voice speaking the held-out sentences: the ceiling for CER."""
     import soundfile as sf
 
-    out = work / "harvard_rms"
+    from voicetrain.data.demo import parse_voice
+
+    spec = parse_voice(voice)
+    out = work / ("harvard_rms" if voice == "flite:rms" else f"harvard_{_voice_tag(voice)}")
     out.mkdir(parents=True, exist_ok=True)
     audio = {}
     for sid, text in sentences:
         p = out / f"{sid}.wav"
         if not p.exists():
-            subprocess.run(["flite", "-voice", "rms", "-t", text, "-o", str(p)], check=True)
+            argv, stdin = spec.command(text, str(p))
+            subprocess.run(argv, input=stdin, text=True, check=True, capture_output=True)
         a, sr = sf.read(p, dtype="float32")
         audio[sid] = (a, sr)
     return audio
+
+
+def griffin_lim_copy(audio: np.ndarray, sr: int, cfg) -> tuple[np.ndarray, int]:
+    """The real recording through this vocoder: its log-mel, inverted by Griffin-Lim (the similarity ceiling)."""
+    import torch
+
+    from voicetrain.audio.features import log_mel
+    from voicetrain.audio.io import resample
+    from voicetrain.vocoders.griffin_lim import GriffinLim
+
+    a = resample(audio, sr, cfg.sample_rate) if sr != cfg.sample_rate else audio
+    mel = torch.from_numpy(log_mel(a, cfg))[None]
+    with torch.no_grad():
+        return GriffinLim(cfg)(mel)[0].numpy(), cfg.sample_rate
+
+
+def judge(ev, sentences, audio: dict[str, tuple[np.ndarray, int]], centroid: np.ndarray) -> dict[str, dict[str, float]]:
+    """{metric: {sentence id: value}}: Whisper CER, pocketsphinx CER, speaker similarity."""
+    from voicetrain.evaluation.metrics import cosine_similarity, error_rates
+
+    out: dict[str, dict[str, float]] = {"cer_whisper": {}, "cer_pocketsphinx": {}, "speaker_similarity": {}}
+    for sid, text in sentences:
+        a, sr = audio[sid]
+        a = np.clip(np.asarray(a, dtype=np.float32), -1.0, 1.0)
+        out["cer_whisper"][sid] = error_rates(text, ev.whisper.transcribe(a, sr)).cer
+        out["cer_pocketsphinx"][sid] = error_rates(text, ev.pocketsphinx.transcribe(a, sr)).cer
+        out["speaker_similarity"][sid] = cosine_similarity(ev.speaker_encoder.embed(a, sr), centroid)
+    return out
+
+
+def means(per: dict[str, dict[str, float]]) -> dict[str, float]:
+    return {k: round(float(np.mean(list(v.values()))), 4) for k, v in per.items()}
+
+
+def speaker_centroid(ev, ds: Path, n: int = 20) -> np.ndarray:
+    from voicetrain.audio.io import load_mono
+    from voicetrain.data.manifest import PreparedDataset
+    from voicetrain.evaluation.metrics import mean_embedding
+
+    d = PreparedDataset.open(ds)
+    utts = sorted(d.manifest("train"), key=lambda u: u.id)[:n]
+    return mean_embedding([ev.speaker_encoder.embed(*load_mono(d.root / u.audio)) for u in utts])
+
+
+def dir_mb(path: Path) -> float:
+    return round(sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 1e6, 1)
+
+
+def train_one(args, ds: Path, run: Path, marks: list[float], sets: list[str]) -> dict:
+    """``voicetrain train`` in its own process, as a user runs it; speed, memory and size figures."""
+    shutil.rmtree(run, ignore_errors=True)
+    cmd = [sys.executable, "-m", "voicetrain.cli", "train", str(ds), "--out", str(run),
+           "--max-minutes", str(args.minutes), "--max-steps", "10000000",
+           "--model", args.model, "--preset", args.preset,
+           "--set", f"train.snapshot_minutes=[{','.join(f'{m:g}' for m in marks)}]",
+           *(["--threads", str(args.threads)] if args.threads else []),
+           *(["--batch-size", str(args.batch_size)] if args.batch_size else []),
+           *[x for s in sets for x in ("--set", s)]]
+    load_before = load_avg()
+    t0 = time.time()
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    whole = time.time() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"training failed ({' '.join(cmd)}):\n{proc.stdout[-3000:]}")
+    res = json.loads((run / "result.json").read_text())
+    batch = args.batch_size or 16
+    est = res.get("estimate") or {}
+    return {"steps": res["steps"], "train_wall_s": round(res["wall_seconds"], 1), "process_wall_s": round(whole, 1),
+            "samples_per_s": round(res["samples_per_second"], 2),
+            "samples_per_s_whole_run": round(res["steps"] * batch / whole, 2),
+            "peak_rss_mb": round(res["peak_rss_mb"], 1), "threads": est.get("threads"),
+            "precision": est.get("precision"), "estimate_s_per_step": est.get("measured"),
+            "run_mb": dir_mb(run), "checkpoints_mb": dir_mb(run / "checkpoints"),
+            "load_avg_before": round(load_before, 2), "load_avg_after_train": round(load_avg(), 2)}
+
+
+def snapshots(run: Path) -> list[tuple[float, int, Path]]:
+    out = []
+    for p in run.glob("checkpoints/time=*min-step=*.ckpt"):
+        minutes = float(p.name.split("=")[1].split("min")[0])
+        out.append((minutes, int(p.stem.split("step=")[1]), p))
+    return sorted(out)
+
+
+def score_run(ev, run: Path, sentences, centroid, real: dict) -> tuple[list[dict], dict]:
+    import torch
+
+    from voicetrain.inference.checkpoint import load_model
+    from voicetrain.inference.synthesizer import Synthesizer
+
+    torch.set_num_threads(1)  # synthesis is fastest on one thread (bench/synth.py)
+    curve, per_mark = [], {}
+    params = None
+    for minutes, step, ck in snapshots(run):
+        synth = Synthesizer.from_checkpoint(ck)
+        audio = {sid: synth.synthesize(text) for sid, text in sentences}
+        per = judge(ev, sentences, audio, centroid)
+        m = means(per)
+        curve.append({"minutes": minutes, "step": step, **m,
+                      "cer_whisper_ratio_to_real": round(m["cer_whisper"] / max(real["cer_whisper"], 1e-6), 3),
+                      "cer_pocketsphinx_ratio_to_real": round(m["cer_pocketsphinx"] / max(real["cer_pocketsphinx"], 1e-6), 3)})
+        per_mark[minutes] = per
+        params = sum(p.numel() for p in load_model(ck).model.parameters())
+    return curve, {"per_mark": per_mark, "params": params}
+
+
+def targets(line: dict, real: dict, gl_sim: float) -> dict[str, bool | None]:
+    at = {c["minutes"]: c for c in line["curve"]}
+    return {
+        "cer_at_3min_le_1.2x_real": at[3]["cer_whisper_ratio_to_real"] <= TARGETS["cer_ratio_at_3min"] if 3 in at else None,
+        "cer_at_15min_le_1.05x_real": at[15]["cer_whisper_ratio_to_real"] <= TARGETS["cer_ratio_at_15min"] if 15 in at else None,
+        "similarity_at_15min_within_0.05_of_gl_copy":
+            gl_sim - at[15]["speaker_similarity"] <= TARGETS["similarity_gap_to_gl_copy_at_15min"] if 15 in at else None,
+        "samples_per_s_ge_60": line["samples_per_s_whole_run"] >= TARGETS["samples_per_s_whole_run"],
+        "peak_rss_le_1000mb": line["peak_rss_mb"] <= TARGETS["peak_rss_mb"],
+        "run_folder_le_150mb": line["run_mb"] <= TARGETS["run_mb_at_15min"] if 15 in at else None,
+    }
+
+
+def compare(ref: dict, other: dict, per_ref: dict, per_other: dict) -> dict:
+    from voicetrain.evaluation.quality import paired_difference
+
+    out = {"bench": "train_demo_ratio", "run": other["name"], "vs": ref["name"],
+           "samples_per_s_whole_run_ratio": round(other["samples_per_s_whole_run"] / ref["samples_per_s_whole_run"], 3),
+           "steps_ratio": round(other["steps"] / max(ref["steps"], 1), 3),
+           "peak_rss_mb_ratio": round(other["peak_rss_mb"] / ref["peak_rss_mb"], 3),
+           "run_mb_ratio": round(other["run_mb"] / max(ref["run_mb"], 1e-6), 3)}
+    for minutes in sorted(set(per_ref) & set(per_other)):
+        for k in ("cer_whisper", "speaker_similarity"):
+            d = paired_difference(per_other[minutes][k], per_ref[minutes][k])
+            if d is not None:
+                out[f"{k}_minus_ref_at_{minutes:g}min"] = {"mean": round(d.mean, 4),
+                                                           "ci95": [round(d.low, 4), round(d.high, 4)]}
+    return out
+
+
+def parse_variant(text: str) -> tuple[str, list[str]]:
+    name, _, sets = text.partition(":")
+    return name, [s for s in sets.split(",") if s] if sets else []
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--minutes", type=float, default=15.0)
     ap.add_argument("--marks", default="1,3,5,15")
+    ap.add_argument("--voice", default="flite:rms", help="Demo voice to train (flite:rms, flite:awb, espeak:en-us...). "
+                    "Never slt: it is held out.")
     ap.add_argument("--model", default="fastspeech2")
     ap.add_argument("--preset", default="cpu")
-    ap.add_argument("--threads", type=int, default=0, help="0 = auto (measured before training)")
-    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--threads", type=int, default=0, help="0 = the trainer's own choice (measured)")
+    ap.add_argument("--batch-size", type=int, default=0, help="0 = the trainer's default")
     ap.add_argument("--utterances", type=int, default=300)
     ap.add_argument("--sentences", type=int, default=20)
+    ap.add_argument("--variant", action="append", default=[],
+                    help="NAME:KEY=VALUE,KEY=VALUE: one more run with these --set overrides (repeatable)")
+    ap.add_argument("--no-baseline", action="store_true", help="Only the variants (the first is the reference).")
     ap.add_argument("--work", default="/tmp/voicetrain-bench")
-    ap.add_argument("--run", default=None, help="Run folder (default WORK/run-MODEL).")
-    ap.add_argument("--model-config", default="{}", help="JSON overrides of the model config.")
+    ap.add_argument("--run", default=None, help="Run folder of the baseline (default WORK/run-MODEL).")
+    ap.add_argument("--model-config", default="{}", help="JSON overrides of the model config (baseline).")
     ap.add_argument("--lr", type=float, default=None)
     ap.add_argument("--peer", choices=["piper"], default=None,
                     help="Also train the same corpus with this peer's own trainer and judge both alike.")
     ap.add_argument("--peer-venv", default=None, help="The peer's venv (default WORK/piper-venv; "
                     "bench/peer/setup_piper_venv.sh builds it).")
     args = ap.parse_args(argv)
-    if args.peer:  # one line per system plus their ratios; without --peer this script is unchanged
+    if "slt" in args.voice:
+        raise SystemExit("--voice: slt is held out from every training corpus")
+    if args.peer:  # one line per system plus their ratios
         from peer.side_by_side import main as side_by_side
         return side_by_side(args)
 
-    import torch
-
-    from voicetrain.run_config import OptimConfig, RunConfig, TrainConfig
-    from voicetrain.training.loop import peak_rss_mb
-    from voicetrain.training.train import train
+    from voicetrain.evaluation.models import Evaluator
 
     work = Path(args.work)
-    ds = ensure_dataset(work, args.utterances)
-    run = Path(args.run or work / f"run-{args.model}")
-    shutil.rmtree(run, ignore_errors=True)
+    ds = ensure_dataset(work, args.utterances, args.voice)
     marks = [float(m) for m in args.marks.split(",") if float(m) <= args.minutes]
-    optim = OptimConfig() if args.lr is None else OptimConfig(lr=args.lr)
-    cfg = RunConfig(model=args.model, preset=args.preset, model_config=json.loads(args.model_config), optim=optim,
-                    train=TrainConfig(batch_size=args.batch_size, max_steps=10_000_000, max_minutes=args.minutes,
-                                      threads=args.threads, snapshot_minutes=marks, val_every_steps=200,
-                                      checkpoint_every_steps=500, sample_every_steps=100_000))
-    load_before = load_avg()
-    t0 = time.time()
-    result = train(ds, run, cfg)
-    train_wall = time.time() - t0
-    train_rss = peak_rss_mb()
-    load_during = load_avg()
-
-    # ---- evaluation (not timed as training)
-    from voicetrain.evaluation.metrics import error_rates, reference_distance
-    from voicetrain.evaluation.models import Evaluator
-    from voicetrain.inference.synthesizer import Synthesizer
-
-    torch.set_num_threads(1)  # synthesis is fastest on one thread (bench/synth.py)
+    base_sets = []
+    if args.model_config != "{}":
+        base_sets += [f"model_config.{k}={json.dumps(v)}" for k, v in json.loads(args.model_config).items()]
+    if args.lr is not None:
+        base_sets.append(f"optim.lr={args.lr:g}")
+    runs = [] if args.no_baseline else [("baseline", [])]
+    runs += [parse_variant(v) for v in args.variant]
     sentences = held_out_sentences(args.sentences)
-    real = real_recordings(work, sentences)
+    real_audio = real_recordings(work, sentences, args.voice)
+
+    trained = []
+    for i, (name, sets) in enumerate(runs):
+        run = Path(args.run) if (args.run and i == 0) else work / f"run-{args.model}{'' if i == 0 else '-' + name}"
+        trained.append((name, sets, run, train_one(args, ds, run, marks, base_sets + sets)))
+
+    # ---- judging (after all training, so no run shares the cores with it)
     ev = Evaluator()
-    real_cer = float(np.mean([error_rates(t, ev.pocketsphinx.transcribe(*real[s])).cer for s, t in sentences]))
-    curve = []
-    snaps = sorted(run.glob("checkpoints/time=*min-step=*.ckpt"),
-                   key=lambda p: float(p.name.split("=")[1].split("min")[0]))
-    for ck in snaps:
-        synth = Synthesizer.from_checkpoint(ck)
-        cers, mcds = [], []
-        for sid, text in sentences:
-            wav, sr = synth.synthesize(text)
-            cers.append(error_rates(text, ev.pocketsphinx.transcribe(wav, sr)).cer)
-            mcds.append(reference_distance(wav, sr, *real[sid]).mcd_db)
-        minute = float(ck.name.split("=")[1].split("min")[0])
-        step = int(ck.stem.split("step=")[1])
-        curve.append({"minutes": minute, "step": step, "cer": round(float(np.mean(cers)), 4),
-                      "cer_ratio_to_real": round(float(np.mean(cers)) / max(real_cer, 1e-6), 3),
-                      "mcd_db": round(float(np.nanmean(mcds)), 3)})
-    # validation loss at the marks, from metrics.csv (nearest validation at or before the snapshot step)
-    import csv
-    with open(run / "metrics.csv", newline="") as f:
-        rows = [r for r in csv.DictReader(f) if r.get("val/loss")]
-    for c in curve:
-        before = [r for r in rows if int(r["step"]) <= c["step"]]
-        c["val_loss"] = round(float(before[-1]["val/loss"]), 4) if before else None
-        c["val_mel_l1"] = round(float(before[-1]["val/mel"]), 4) if before else None
-    n_params = None
-    try:
-        from voicetrain.inference.checkpoint import load_model
-        n_params = sum(p.numel() for p in load_model(snaps[-1]).model.parameters()) if snaps else None
-    except Exception:  # noqa: BLE001
-        pass
-    ckpt_mb = round(max((p.stat().st_size for p in run.glob("checkpoints/*.ckpt")), default=0) / 1e6, 2)
-    out = {
-        "bench": "train_demo", "model": args.model, "preset": args.preset, "params": n_params,
-        "threads": (result.estimate.threads if result.estimate else args.threads),
-        "threads_measured_s_per_step": (result.estimate.measured if result.estimate else None), "batch_size": args.batch_size, "minutes_cap": args.minutes,
-        "steps": result.steps, "train_wall_s": round(train_wall, 1),
-        "steps_per_s": round(result.steps / result.wall_seconds, 3) if result.wall_seconds else None,
-        "samples_per_s": round(result.samples_per_second, 2), "peak_rss_mb": round(train_rss, 1),
-        "checkpoint_mb": ckpt_mb,
-        "final_train_loss": result.final_train_loss, "final_val_loss": result.final_val_loss,
-        "real_cer": round(real_cer, 4), "curve": curve, "held_out": f"{len(sentences)} Harvard sentences",
-        "load_avg_before": round(load_before, 2), "load_avg_after_train": round(load_during, 2),
-        "machine": f"{os.cpu_count()} cpu", "run": str(run),
-    }
-    print(json.dumps(out))
+    centroid = speaker_centroid(ev, ds)
+    real_per = judge(ev, sentences, real_audio, centroid)
+    real = means(real_per)
+    from voicetrain.data.manifest import PreparedDataset
+    cfg = PreparedDataset.open(ds).info.audio
+    gl = judge(ev, sentences, {s: griffin_lim_copy(*real_audio[s], cfg) for s, _ in sentences}, centroid)
+    gl_copy = means(gl)
+    lines, pers = [], []
+    for name, sets, run, fig in trained:
+        curve, extra = score_run(ev, run, sentences, centroid, real)
+        line = {"bench": "train_demo", "name": name, "set": sets, "voice": args.voice, "model": args.model,
+                "preset": args.preset, "params": extra["params"], "batch_size": args.batch_size or 16,
+                "minutes_cap": args.minutes, **fig, "curve": curve,
+                "real": real, "griffin_lim_copy_of_real": gl_copy,
+                "held_out": f"{len(sentences)} Harvard sentences", "utterances": args.utterances,
+                "machine": f"{os.cpu_count()} cpu", "run": str(run)}
+        line["targets"] = targets(line, real, gl_copy["speaker_similarity"])
+        print(json.dumps(line), flush=True)
+        lines.append(line)
+        pers.append(extra["per_mark"])
+    for line, per in zip(lines[1:], pers[1:]):
+        print(json.dumps(compare(lines[0], line, pers[0], per)), flush=True)
 
 
 if __name__ == "__main__":

@@ -116,9 +116,13 @@ class TTSLightningModule(ResumableModule, L.LightningModule):
             if not p.requires_grad:
                 continue
             (no_decay if ("embedding" in name or p.ndim < 2) else decay).append(p)
+        # Lightning's mixed-precision plugin refuses gradient clipping with a fused optimizer (it would unscale
+        # internally); the optimizer step is ~1% of a step here, so mixed precision takes the plain AdamW
+        fused = (self.run_cfg.train.precision in ("32-true", "32", "64-true")
+                 and all(p.device.type in ("cpu", "cuda") for p in params))
         opt = torch.optim.AdamW([{"params": decay, "weight_decay": o.weight_decay},
                                  {"params": no_decay, "weight_decay": 0.0}],
-                                lr=o.lr, betas=tuple(o.betas), fused=all(p.device.type in ("cpu", "cuda") for p in params))
+                                lr=o.lr, betas=tuple(o.betas), fused=fused)
         max_steps = max(self.run_cfg.train.max_steps, 1)
 
         def factor(step: int) -> float:
