@@ -33,6 +33,23 @@ def test_the_cpu_keeps_todays_defaults():
     assert (d.accelerator, d.preset, d.precision, d.probe_batch) == ("cpu", "cpu", "32-true", False)
 
 
+def test_a_cpu_with_native_bf16_trains_in_bf16_mixed():
+    d = choose_defaults(None, cpu_bf16=True)
+    assert (d.accelerator, d.preset, d.precision, d.probe_batch) == ("cpu", "cpu", "bf16-mixed", False)
+    assert "bfloat16" in d.reason
+
+
+@pytest.mark.parametrize("flags, native", [
+    ("fpu sse2 avx2 avx512f avx512_bf16 avx512_vnni", True),  # AMD Zen 4/5, Intel Cooper Lake
+    ("fpu sse2 avx2 avx512f amx_tile amx_bf16", True),  # Intel Sapphire Rapids
+    ("fpu sse2 avx2 avx512f avx512_vnni", False),  # AVX-512 without BF16: emulated, slower than fp32
+    ("fpu sse2 avx2", False),
+])
+def test_cpu_native_bf16_reads_the_flags(flags, native):
+    cpuinfo = f"processor\t: 0\nmodel name\t: X\nflags\t\t: {flags}\n\nprocessor\t: 1\nflags\t\t: {flags}\n"
+    assert hardware.cpu_native_bf16(cpuinfo) is native
+
+
 def test_describe_cuda_device_is_none_without_cuda():
     if torch.cuda.is_available():
         d = hardware.describe_cuda_device(0)

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from voicetrain.config import TextConfig
-from voicetrain.hardware import PROBE_CAP, choose_defaults, describe_cuda_device, meminfo
+from voicetrain.hardware import PROBE_CAP, choose_defaults, cpu_native_bf16, describe_cuda_device, meminfo
 
 EVAL_FIX = "pip install 'voicetrain[eval]'"
 TOOL_FIXES = {
@@ -258,7 +258,8 @@ def _check_folder(r: DoctorReport, folder: Path) -> None:
 
 def _recommend(r: DoctorReport, torch) -> None:
     """What `voicetrain train` would choose here for the settings left open (voicetrain.hardware.choose_defaults)."""
-    d = choose_defaults(describe_cuda_device(0) if torch is not None else None)
+    device = describe_cuda_device(0) if torch is not None else None
+    d = choose_defaults(device, cpu_bf16=device is None and cpu_native_bf16())
     r.recommended = {"preset": d.preset, "precision": d.precision, "accelerator": d.accelerator,
                      "batch": f"probed at the start of training (the largest that fits, up to {PROBE_CAP})"
                      if d.probe_batch else "as configured (16)", "reason": d.reason}

@@ -230,15 +230,39 @@ def test_restart_cleans_killed_saves_and_resumes_from_the_newest_intact_checkpoi
 
     d = tmp_path / "checkpoints"
     d.mkdir()
-    torch.save({"global_step": 8}, d / "last.ckpt")
-    torch.save({"global_step": 8}, d / "step=8.ckpt")
-    torch.save({"global_step": 12}, d / "step=12.ckpt")
+    full = {"optimizer_states": [{}]}  # what a resume needs besides the weights (checkpoint_io.TRAINING_STATE)
+    torch.save({"global_step": 8, **full}, d / "last.ckpt")
+    torch.save({"global_step": 8, **full}, d / "step=8.ckpt")
+    torch.save({"global_step": 12, **full}, d / "step=12.ckpt")
+    torch.save({"global_step": 16}, d / "step=16.ckpt")  # lean (weights only): newer, but it cannot resume
     (d / ".last.ckpt.abc123.tmp").write_bytes(b"half a checkpoint")
     assert newest_resumable(d) == d / "step=12.ckpt"
     assert [p.name for p in remove_stale_temp_files(d)] == [".last.ckpt.abc123.tmp"]
     assert not list(d.glob(".*.tmp"))
-    torch.save({"global_step": 12}, d / "last.ckpt")
+    torch.save({"global_step": 12, **full}, d / "last.ckpt")
     assert newest_resumable(d) == d / "last.ckpt"
+
+
+def test_only_last_ckpt_carries_the_training_state(tmp_path, prepared_demo_dataset):
+    """step=N, best and the time snapshots hold the averaged weights only (a fraction of last.ckpt), and synthesize
+    exactly as last.ckpt's averaged weights do; last.ckpt alone holds optimizer, scheduler and live weights."""
+    from voicetrain.training.checkpoint_io import TRAINING_STATE
+
+    run = tmp_path / "lean"
+    train(prepared_demo_dataset, run, tiny_cfg(max_steps=4, checkpoint_every_steps=4, val_every_steps=4))
+    ck = run / "checkpoints"
+    last = load_checkpoint_safe(ck / "last.ckpt")
+    assert all(k in last for k in ("optimizer_states", "lr_schedulers", "current_model_state"))
+    lean = [p for p in ck.glob("*.ckpt") if p.name != "last.ckpt"]
+    assert {p.name.split("=")[0] for p in lean} >= {"step", "best-step"}
+    for p in lean:
+        c = load_checkpoint_safe(p)
+        assert not set(TRAINING_STATE) & set(c), p.name
+        assert c["voicetrain"] == last["voicetrain"] and c["global_step"] == last["global_step"] == 4
+        assert c["state_dict"].keys() == last["state_dict"].keys()
+        assert all(torch.equal(v, last["state_dict"][k]) for k, v in c["state_dict"].items())
+        assert p.stat().st_size < 0.6 * (ck / "last.ckpt").stat().st_size
+        assert load_model(p).model is not None  # synth, eval and finetune load it
 
 
 def test_auto_threads_are_measured_once_and_kept_on_resume(tmp_path, prepared_demo_dataset):

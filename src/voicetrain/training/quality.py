@@ -21,10 +21,11 @@ bootstrap interval of its per-sentence quality minus the best validation's lies 
 with early stopping on, ``patience`` in a row stop the run. A rising validation loss while quality
 holds or improves is reported as what it is.
 
-Scoring runs on the training thread, between steps, on few sentences (8 by default), rather than
-in a background thread on a copy of the weights: on a 2-core machine such a thread would take a
-core training uses. The background variant was not built or measured; bench/selection.py measures
-this one's overhead with tracking on and off.
+Scoring runs between steps, on few sentences (8 by default), rather than in the background on a copy
+of the weights: on a 2-core machine that would take a core training uses; bench/selection.py measures
+the overhead with tracking on and off. The judges themselves (Whisper, the speaker encoder) live in a
+child process (:mod:`voicetrain.evaluation.judges_process`): they would add ~280 MB to the training
+process's peak for its whole life.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ class QualityTracker(L.Callback):
     def __init__(self, sentences: list[QualitySentence], make_synth: Callable[[Any], Any], *,
                  reference_clips: dict[str, list[Path]], dnsmos: bool = False, health=None,
                  patience: int = 0, console: Console | None = None, evaluator=None):
-        from voicetrain.evaluation.models import Evaluator
+        from voicetrain.evaluation.judges_process import JudgesProcess
 
         self.sentences = sentences
         self.make_synth = make_synth
@@ -81,7 +82,9 @@ class QualityTracker(L.Callback):
         self.patience = patience
         self.console = console or Console(stderr=True)
         # greedy Whisper: ~2x faster than beam 5 per sentence; the ranking of checkpoints is what matters here
-        self.evaluator = evaluator or Evaluator(asr="whisper", whisper_beam_size=1, torch_threads=1, onnx_threads=1)
+        self.owns_evaluator = evaluator is None
+        self.evaluator = evaluator or JudgesProcess(asr="whisper", whisper_beam_size=1, torch_threads=1,
+                                                    onnx_threads=1)
         self.centroids: dict[str, np.ndarray] = {}
         self.history: list[dict[str, Any]] = []
         """One entry per scored validation: step, score, per-sentence values."""
@@ -101,6 +104,10 @@ class QualityTracker(L.Callback):
         self.history = list(state.get("history", []))
         self.best = state.get("best")
         self.worse_in_a_row = int(state.get("worse_in_a_row", 0))
+
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        if self.owns_evaluator and hasattr(self.evaluator, "close"):
+            self.evaluator.close()
 
     # ------------------------------------------------------------------ scoring
     def on_fit_start(self, trainer, pl_module) -> None:

@@ -244,7 +244,7 @@ def _fill_open_settings(cfg: RunConfig, auto: frozenset[str], run_dir: Path, rp,
 
     A resumed run keeps its RUN/config.yaml values; a fresh one takes voicetrain.hardware.choose_defaults for
     this machine (the batch is then probed once the model and data exist)."""
-    from voicetrain.hardware import choose_defaults, describe_cuda_device
+    from voicetrain.hardware import choose_defaults, cpu_native_bf16, describe_cuda_device
 
     if not auto:
         return cfg, False
@@ -256,7 +256,7 @@ def _fill_open_settings(cfg: RunConfig, auto: frozenset[str], run_dir: Path, rp,
                       + f" ({saved})")
         return with_overrides(cfg, kept), False
     device = describe_cuda_device(0) if cfg.train.accelerator in ("auto", "gpu", "cuda") else None
-    d = choose_defaults(device)
+    d = choose_defaults(device, cpu_bf16=device is None and cfg.train.accelerator in ("auto", "cpu") and cpu_native_bf16())
     picks = [(k, v) for k, v in (("preset", d.preset), ("train.precision", d.precision)) if k in auto]
     probe = d.probe_batch and "train.batch_size" in auto
     note = "; the batch is probed" if probe else ""
