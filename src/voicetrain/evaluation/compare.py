@@ -51,7 +51,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from voicetrain.config import atomic_write_text
+from voicetrain.fileio import atomic_write_text
 from voicetrain.evaluation.checkpoints import CheckpointRef, RunEvalError, resolve_checkpoints
 from voicetrain.evaluation.evaluate_run import HARVARD, RunEvalConfig, evaluate_run
 from voicetrain.evaluation.history import read_metrics_csv
@@ -160,7 +160,10 @@ def read_run(path: str | os.PathLike, name: str) -> RunCurves:
         if v is not None and math.isfinite(v):
             val[int(r["step"])] = {"step": int(r["step"]), "wall_s": r.get("wall_s"), "val_loss": v}
     cfg = run_info(run / "config.yaml")
-    info: dict[str, Any] = {k: cfg.get(k) for k in ("model", "preset", "dataset", "finetune_strategy", "init_from")}
+    info: dict[str, Any] = {k: cfg.get(k) for k in ("model", "preset", "dataset")}
+    ft = cfg.get("finetune") or {}  # configs before the finetune section kept its keys at the top
+    info.update(finetune_strategy=ft.get("strategy", cfg.get("finetune_strategy")),
+                init_from=ft.get("init_from", cfg.get("init_from")))
     info["speakers"] = list(cfg.get("speakers") or [])
     result_path = run / "result.json"
     if result_path.is_file():

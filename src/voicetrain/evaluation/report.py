@@ -15,7 +15,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from voicetrain.config import atomic_write_bytes
+from voicetrain.fileio import atomic_write_bytes
 from voicetrain.templates import write_page
 
 # ----------------------------------------------------------------------------- QC summary
