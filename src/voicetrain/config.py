@@ -369,5 +369,4 @@ __all__ = [
     "save_yaml",
     "load_yaml",
     "with_overrides",
-    "field",
 ]

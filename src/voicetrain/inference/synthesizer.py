@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -167,7 +166,3 @@ def join_sentences(sentences: list[str], audio_for, pause_samples: int, text: st
         first = False
     if first and not continuing:
         raise NoSpeakableTextError(f"text {text[:60]!r} has no speakable content after normalization")
-
-
-def load_synthesizer(path: str | os.PathLike, which: str = "best") -> Synthesizer:
-    return Synthesizer.from_checkpoint(Path(path), which)

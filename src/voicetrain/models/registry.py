@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, Union
 
 from torch import nn
 
-from voicetrain.config import preset_config
+from voicetrain.config import preset_config, to_dict
 from voicetrain.models import fastspeech2, tacotron2
 
 ModelConfig = Union[fastspeech2.FastSpeech2Config, tacotron2.Tacotron2Config]
@@ -41,12 +40,8 @@ def model_config(name: str, preset: str, overrides: dict[str, Any] | None = None
 
 def preset_overrides(name: str, preset: str, cfg: ModelConfig) -> dict[str, Any]:
     """The fields of ``cfg`` that differ from ``preset``'s (what a run's config.yaml stores)."""
-    base = dataclasses.asdict(MODELS[name].presets[preset])
-    return {k: v for k, v in dataclasses.asdict(cfg).items() if _plain(v) != _plain(base[k])}
-
-
-def _plain(v: Any) -> Any:
-    return list(v) if isinstance(v, (list, tuple)) else v
+    base = to_dict(MODELS[name].presets[preset])
+    return {k: v for k, v in to_dict(cfg).items() if v != base[k]}
 
 
 def build_model(name: str, cfg: ModelConfig, n_symbols: int, n_mels: int, n_speakers: int) -> nn.Module:
