@@ -77,7 +77,7 @@ def ensure_base(args, work: Path) -> tuple[str, dict[str, np.ndarray] | None, Pa
         base = load_base(args.base)
         if base.centroids is not None:
             return args.base, base.centroids, None, None
-        ds = Path(base.run_cfg.dataset) if base.run_cfg.dataset else None
+        ds = Path(base.dataset) if base.dataset else None
         return args.base, None, ds if ds and (ds / "dataset.yaml").exists() else None, None
     root = work / f"base-multi{args.base_utterances}"
     ds = ensure_prepared(root / "corpus", root / "dataset", ["multi"], args.base_utterances, 0)
@@ -179,7 +179,8 @@ def _train_one(name: str, run: Path, args, base: str, target_ds: Path, snaps: li
     """Train one run under the shared budget; returns (RunResult, trainable parameter count)."""
     from voicetrain.inference.checkpoint import find_checkpoint, load_model
     from voicetrain.run_config import RunConfig
-    from voicetrain.training.finetune import FinetuneConfig, finetune
+    from voicetrain.run_config import FinetuneConfig
+    from voicetrain.training.finetune import FINETUNE_TRAIN, finetune
     from voicetrain.training.train import train
 
     if name == "scratch":
@@ -192,9 +193,10 @@ def _train_one(name: str, run: Path, args, base: str, target_ds: Path, snaps: li
         model = load_model(find_checkpoint(run, "last")).model
         return res, sum(p.numel() for p in model.parameters())
     strategy, _, init = name.partition(":")
-    res = finetune(target_ds, base, run, FinetuneConfig(
-        strategy=strategy, speaker_init=init or "nearest", max_steps=10_000_000, max_minutes=args.minutes,
-        threads=args.threads, val_every_steps=args.val_every, early_stopping_patience=0, snapshot_minutes=snaps))
+    loop = dataclasses.replace(FINETUNE_TRAIN, max_steps=10_000_000, max_minutes=args.minutes, threads=args.threads,
+                               val_every_steps=args.val_every, checkpoint_every_steps=args.val_every,
+                               sample_every_steps=args.val_every * 5, early_stopping_patience=0, snapshot_minutes=snaps)
+    res = finetune(target_ds, base, run, FinetuneConfig(strategy=strategy, speaker_init=init or "nearest"), loop)
     return res, sum(res.extra["trainable_parameters"].values())
 
 

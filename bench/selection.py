@@ -131,7 +131,7 @@ def score_run(run: Path, ds: Path, sentences, real, ev, n_ref: int) -> dict:
     cks = {}
     for ck in resolve_checkpoints(run, "all"):
         loaded = load_model(ck.path)
-        synth = Synthesizer.from_parts(loaded.model, loaded.run_cfg, loaded.symbols, loaded.stats)
+        synth = Synthesizer.from_parts(loaded.model, loaded.voice, loaded.symbols, loaded.stats)
         rows = {}
         t0 = time.perf_counter()
         for sid, text in sentences:

@@ -328,8 +328,8 @@ def first_audio_bench(args) -> dict:
         "first_audio_speedup_streamed": round(out["not_streamed_http_wav"]["first_audio_s_median"]
                                               / out["streamed_http_pcm"]["first_audio_s_median"], 1),
         "voice": {"source": "--run" if args.run else f"trained {args.train_minutes} min", "run": str(run),
-                  "model": voice["model"], "preset": voice["run_config"]["preset"],
-                  "vocoder": args.vocoder or voice["run_config"].get("vocoder")},
+                  "model": voice["model"], "preset": voice["voice_config"]["preset"],
+                  "vocoder": args.vocoder or voice["voice_config"].get("vocoder")},
         "server": {"workers": args.workers, "torch_threads_per_synthesis": 1},
         "cpu_count": os.cpu_count(), "torch_version": torch.__version__,
         "load_average_1m_before": round(load_before[0], 2), "load_average_1m_after": round(os.getloadavg()[0], 2),
@@ -495,7 +495,7 @@ def main() -> None:
     result = {
         "bench": "serve", "voice": {"source": "--run" if args.run else f"trained {args.train_minutes} min",
                                      "run": str(run), "model": voice["model"],
-                                     "preset": voice["run_config"]["preset"],
+                                     "preset": voice["voice_config"]["preset"],
                                      "parameters": card["architecture"]["parameters"],
                                      "steps": card["training"].get("steps")},
         "setup_seconds": round(setup_s, 1), "server_startup_s": round(startup_s, 2), "workers": args.workers,

@@ -17,7 +17,8 @@ SNAP = [0.001]
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory, prepared_demo_dataset) -> tuple[Path, Path]:
     """A tiny run from scratch and a speaker-embedding fine-tune of it (the tiny_run pattern of tests/training)."""
-    from voicetrain.training.finetune import FinetuneConfig, finetune
+    from voicetrain.run_config import FinetuneConfig
+    from voicetrain.training.finetune import finetune
     from voicetrain.training.train import train
 
     root = tmp_path_factory.mktemp("compare_runs")
@@ -26,9 +27,9 @@ def two_runs(tmp_path_factory, prepared_demo_dataset) -> tuple[Path, Path]:
         batch_size=4, max_steps=8, val_every_steps=4, checkpoint_every_steps=4, sample_every_steps=100,
         log_every_steps=1, n_sample_sentences=1, threads=1, snapshot_minutes=SNAP)))
     tuned = root / "tuned"
-    finetune(prepared_demo_dataset, scratch, tuned, FinetuneConfig(
-        strategy="speaker-embedding", speaker_name="newvoice", max_steps=6, val_every_steps=3, batch_size=4,
-        threads=1, early_stopping_patience=0, snapshot_minutes=SNAP, quality_sentences=0))
+    finetune(prepared_demo_dataset, scratch, tuned, FinetuneConfig(strategy="speaker-embedding", speaker_name="newvoice"),
+             TrainConfig(max_steps=6, val_every_steps=3, checkpoint_every_steps=3, sample_every_steps=15, batch_size=4,
+                         threads=1, early_stopping_patience=0, snapshot_minutes=SNAP, quality_sentences=0))
     return scratch, tuned
 
 

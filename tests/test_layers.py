@@ -16,10 +16,11 @@ LAYERS = [
     ("_version",),
     ("fileio", "workers", "hardware"),  # hardware: the machine described, and the defaults that fit it
     ("config",),
-    ("run_config", "vocoder_config"),
     ("audio", "text", "templates"),  # templates: the HTML pages' jinja2 environment
     ("data",),
-    ("models", "vocoders"),
+    ("models", "vocoders"),  # each model's typed config beside it
+    ("voice_config",),  # what inference needs: names a model and holds its typed config
+    ("run_config", "vocoder_config"),  # a training run: the voice's fields, the loop, optim, fine-tuning
     ("registry",),  # the bundle store and model cards: file formats, no model code
     ("inference",),  # checkpoints, bundles, synthesis; never training or Lightning
     ("evaluation",),  # the judges; evaluate_run synthesizes through inference
@@ -30,7 +31,7 @@ LAYERS = [
 ]
 RANK = {name: i for i, layer in enumerate(LAYERS) for name in layer}
 # inference/ runs where Lightning is not installed
-NO_LIGHTNING = {"_version", "fileio", "workers", "hardware", "config", "run_config", "vocoder_config", "audio", "text",
+NO_LIGHTNING = {"_version", "fileio", "workers", "hardware", "config", "voice_config", "run_config", "vocoder_config", "audio", "text",
                 "templates", "data", "models", "vocoders", "registry", "inference", "serving", "doctor", "studio"}
 
 

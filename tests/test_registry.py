@@ -49,7 +49,7 @@ def test_bundle_contents_and_card(store, tiny_run):
     voice = json.loads((path / "voice.json").read_text())
     assert voice["schema_version"] == 1 and voice["voicetrain_version"] == voicetrain.__version__
     assert voice["speakers"] and voice["symbols"][0] == "_" and len(voice["stats"]["mel_mean"]) == voice["audio"]["n_mels"]
-    assert voice["run_config"]["preset"] == "tiny" and voice["vocoder"] == "griffin-lim"
+    assert voice["voice_config"]["preset"] == "tiny" and voice["vocoder"] == "griffin-lim"
     card = json.loads((path / "card.json").read_text())
     hp = card["architecture"]["hyperparameters"]
     assert hp["hidden"] == 32 and "max_frames_per_token" in hp and card["architecture"]["parameters"] > 0

@@ -212,17 +212,18 @@ def finetune_cmd(
     threads: int = typer.Option(0, "--threads"),
 ) -> None:
     """Fine-tune a voice to a new speaker: by default the shipped multi-speaker base (`builtin`)."""
-    from voicetrain.config import ConfigError
+    from voicetrain.config import ConfigError, with_overrides
     from voicetrain.inference.checkpoint import CheckpointError
     from voicetrain.registry.store import RegistryError
-    from voicetrain.training.finetune import FinetuneConfig, finetune
+    from voicetrain.run_config import FinetuneConfig
+    from voicetrain.training.finetune import FINETUNE_TRAIN, finetune
 
-    ft = FinetuneConfig(strategy=strategy, speaker_init=speaker_init, speaker_name=speaker_name or "",
-                        freeze=[f.strip() for f in (freeze or "").split(",") if f.strip()], lr=lr,
-                        max_steps=max_steps, max_minutes=max_minutes, batch_size=batch_size,
-                        early_stopping_patience=early_stop, threads=threads)
     try:
-        result = finetune(dataset, base, out, ft)
+        ft = FinetuneConfig(strategy=strategy, speaker_init=speaker_init, speaker_name=speaker_name or "",
+                            freeze=[f.strip() for f in (freeze or "").split(",") if f.strip()])
+        loop = with_overrides(FINETUNE_TRAIN, [("max_steps", max_steps), ("max_minutes", max_minutes), ("threads", threads),
+                                               ("batch_size", batch_size), ("early_stopping_patience", early_stop)])
+        result = finetune(dataset, base, out, ft, loop, lr=lr)
     except (ConfigError, CheckpointError, RegistryError, FileNotFoundError) as e:
         _fail(str(e))
     typer.echo(f"{out}: {result.steps} steps in {result.wall_seconds/60:.1f} min; val loss {result.final_val_loss}; "

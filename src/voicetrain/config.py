@@ -15,13 +15,11 @@ import os
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Optional, TypeVar
 
 import yaml
 
-# atomic_write_bytes: only for data/report.py, evaluation/report.py and evaluation/compare.py, which still
-# import the writers from here; once they import voicetrain.fileio, it goes.
-from voicetrain.fileio import atomic_write_bytes, atomic_write_text  # noqa: F401
+from voicetrain.fileio import atomic_write_text
 
 SCHEMA_VERSION = 1
 
@@ -102,6 +100,12 @@ def finite(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
+# common range rules for check_ranges
+POSITIVE = (lambda v: v >= 1, "an integer >= 1")
+AT_LEAST_0 = (lambda v: v >= 0, "an integer >= 0")
+PROBABILITY = (lambda v: finite(v) and 0 <= v <= 1, "a number in [0, 1]")
+WEIGHT = (lambda v: finite(v) and v >= 0, "a finite number >= 0")
+
 PRECISIONS = ("32-true", "32", "64-true", "bf16-mixed", "bf16-true", "16-mixed", "16-true")
 
 
@@ -148,18 +152,52 @@ class LoopConfig:
         })
 
 
+@dataclass(frozen=True)
+class AdamWConfig:
+    """AdamW settings shared by the acoustic ``OptimConfig`` and the ``VocoderOptimConfig``: one home and one
+    range check; each subclass sets its own defaults (and the acoustic one adds its warm-up)."""
+
+    __decays__: typing.ClassVar[tuple[str, ...]] = ("cosine", "constant")
+    lr: Optional[float] = 1e-3
+    weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    decay: str = "constant"
+    grad_clip: float = 0.0
+    ema_decay: float = 0.0
+    """Keep an exponential moving average of the weights (0 = off), used for validation, samples and every
+    checkpoint's weights (the live weights are kept for resuming). The decay ramps up as (1 + n) / (10 + n)
+    to this cap."""
+
+    def __post_init__(self) -> None:
+        check_ranges(self, "optim", {
+            "lr": (lambda v: v is None or (finite(v) and v >= 0), "a finite number >= 0"),
+            "weight_decay": (lambda v: finite(v) and v >= 0, "a finite number >= 0"),
+            "betas": (lambda v: len(v) == 2 and all(finite(b) and 0 <= b < 1 for b in v), "two numbers in [0, 1)"),
+            "decay": (lambda v: v in self.__decays__, f"one of {', '.join(self.__decays__)}"),
+            "grad_clip": (lambda v: finite(v) and v >= 0, "a finite number >= 0 (0 = off)"),
+            "ema_decay": (lambda v: finite(v) and 0 <= v < 1, "a number in [0, 1) (0 = off)"),
+        })
+
+
 def _is_dataclass_type(tp: Any) -> bool:
     return isinstance(tp, type) and dataclasses.is_dataclass(tp)
 
 
 def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "") -> T:
-    """Build dataclass ``cls`` from a plain dict, recursively and strictly."""
+    """Build dataclass ``cls`` from a plain dict, recursively and strictly.
+
+    Hooks a config class may define: ``__removed_keys__`` (keys older versions wrote that no longer mean
+    anything: dropped, so old runs load), ``__migrate__(data) -> data`` (an older shape rewritten into this
+    one), and ``__resolvers__`` (field -> ``f(data, value, where)``: a field whose type depends on its
+    siblings, such as a model's typed config, which depends on ``model`` and ``preset``).
+    """
     data = dict(data or {})
     data.pop("schema_version", None)
-    # keys that older versions wrote and that no longer mean anything: accepted and dropped,
-    # so runs and bundles from before an upgrade still load
     for old in getattr(cls, "__removed_keys__", ()):
         data.pop(old, None)
+    migrate = getattr(cls, "__migrate__", None)
+    if migrate is not None:
+        data = migrate(data)
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(data) - names)
@@ -168,16 +206,11 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "") -> T:
             f"unknown key(s) {', '.join(repr(u) for u in unknown)} in {where or cls.__name__}; "
             f"valid keys: {', '.join(sorted(names))}"
         )
+    resolvers = getattr(cls, "__resolvers__", {})
     kwargs: dict[str, Any] = {}
     for name, value in data.items():
-        tp = hints[name]
         path = f"{where}.{name}" if where else name
-        if _is_dataclass_type(tp):
-            if not isinstance(value, dict):
-                raise ConfigError(f"{path} must be a mapping, got {value!r}")
-            kwargs[name] = from_dict(tp, value, path)
-            continue
-        kwargs[name] = _coerce(value, tp, path)
+        kwargs[name] = resolvers[name](data, value, path) if name in resolvers else _coerce(value, hints[name], path)
     return cls(**kwargs)
 
 
@@ -187,9 +220,10 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
     if origin is typing.Union or (origin is not None and str(origin) == "<class 'types.UnionType'>"):
         if value is None and type(None) in args:
             return None
-        for a in args:
-            if a is type(None):
-                continue
+        options = [a for a in args if a is not type(None)]
+        if len(options) == 1:  # Optional[X]: X's own error says what is wrong
+            return _coerce(value, options[0], path)
+        for a in options:
             try:
                 return _coerce(value, a, path)
             except ConfigError:
@@ -203,6 +237,10 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
         return tuple(items) if origin is tuple else items
     if tp is Any:
         return value
+    if _is_dataclass_type(tp):  # a nested section, or an optional one (``FinetuneConfig | None``)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path} must be a mapping, got {value!r}")
+        return from_dict(tp, value, path)
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if tp is int and isinstance(value, int) and not isinstance(value, bool):
@@ -217,26 +255,32 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
 
 
 def preset_config(registry: typing.Mapping[str, Any], kind: str, name: str, preset: str,
-                  overrides: dict[str, Any] | None = None) -> Any:
+                  overrides: dict[str, Any] | None = None, where: str = "") -> Any:
     """The config dataclass of registry entry ``name``: its ``preset`` with ``overrides`` applied.
 
     ``registry`` maps names to entries with ``config_cls`` and ``presets`` (the model and
     vocoder registries); ``kind`` ("model", "vocoder") names them in errors. Unknown names,
     presets and override keys are ConfigErrors that list what exists.
     """
+    at = f"{where}: " if where else ""
     if name not in registry:
-        raise ConfigError(f"unknown {kind} {name!r}; available: {', '.join(sorted(registry))}")
+        raise ConfigError(f"{at}unknown {kind} {name!r}; available: {', '.join(sorted(registry))}")
     entry = registry[name]
     if preset not in entry.presets:
-        raise ConfigError(f"unknown preset {preset!r} for {kind} {name}; available: {', '.join(entry.presets)}")
+        raise ConfigError(f"{at}unknown preset {preset!r} for {kind} {name}; available: {', '.join(entry.presets)}")
+    if not isinstance(overrides or {}, dict):
+        raise ConfigError(f"{where or kind + '_config'} must be a mapping, got {overrides!r}")
     base = dataclasses.asdict(entry.presets[preset])
     base.update(overrides or {})
-    return from_dict(entry.config_cls, base, where=f"{kind}_config ({name})")
+    return from_dict(entry.config_cls, base, where=f"{where or kind + '_config'} ({name})")
 
 
 def to_dict(obj: Any) -> dict[str, Any]:
-    d = dataclasses.asdict(obj)
-    return _plain(d)
+    """Plain types only (what YAML, JSON and a pickle-free checkpoint hold). A config class may define
+    ``__saved__(d) -> d`` to store a field differently (RunConfig stores its model's overrides of the preset)."""
+    d = _plain(dataclasses.asdict(obj))
+    saved = getattr(obj, "__saved__", None)
+    return saved(d) if saved is not None else d
 
 
 def _plain(v: Any) -> Any:
@@ -267,7 +311,10 @@ def load_yaml(cls: type[T], path: str | os.PathLike) -> T:
         raise ConfigError(
             f"{path} has schema_version {version}, newer than this voicetrain ({SCHEMA_VERSION}); upgrade voicetrain"
         )
-    return from_dict(cls, data, where=str(path))
+    try:
+        return from_dict(cls, data, where=str(path))
+    except ConfigError as e:  # a range check raised inside a dataclass does not know the file
+        raise (e if str(path) in str(e) else ConfigError(f"{path}: {e}")) from None
 
 
 def parse_assignment(text: str) -> tuple[str, Any]:
@@ -315,11 +362,11 @@ __all__ = [
     "TextConfig",
     "QCConfig",
     "LoopConfig",
+    "AdamWConfig",
     "ConfigError",
     "from_dict",
     "to_dict",
     "save_yaml",
     "load_yaml",
     "with_overrides",
-    "field",
 ]

@@ -10,13 +10,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from voicetrain.config import AudioConfig, LoopConfig, TextConfig, check_ranges, finite
+from voicetrain.config import AdamWConfig, AudioConfig, LoopConfig, TextConfig, check_ranges
+from voicetrain.models.registry import ModelConfig, preset_overrides
+from voicetrain.voice_config import VOICE_KEYS, VoiceConfig, resolve_model_config, typed_model_config
 
 DECAYS = ("noam", "cosine", "constant")
 
 
 @dataclass(frozen=True)
-class OptimConfig:
+class OptimConfig(AdamWConfig):
+    """The acoustic model's AdamW: :class:`~voicetrain.config.AdamWConfig` with its defaults, plus warm-up."""
+
+    __decays__ = DECAYS
     lr: Optional[float] = None
     """Peak learning rate of AdamW, reached after ``warmup_steps``. None = the model's own
     (fastspeech2 3e-3, tacotron2 1e-3; see models/registry.py); the run's config.yaml
@@ -29,20 +34,10 @@ class OptimConfig:
     """'noam' (inverse square root after warm-up), 'cosine' (to 10% at max_steps) or 'constant'."""
     grad_clip: float = 1.0
     ema_decay: float = 0.999
-    """Keep an exponential moving average of the weights, used for validation, samples and
-    every checkpoint's weights (the live weights are kept for resuming). The decay ramps up
-    as (1 + n) / (10 + n) to this cap. 0 = off."""
 
     def __post_init__(self) -> None:
-        check_ranges(self, "optim", {
-            "lr": (lambda v: v is None or (finite(v) and v >= 0), "a finite number >= 0 (or null: the model's own)"),
-            "weight_decay": (lambda v: finite(v) and v >= 0, "a finite number >= 0"),
-            "betas": (lambda v: len(v) == 2 and all(finite(b) and 0 <= b < 1 for b in v), "two numbers in [0, 1)"),
-            "warmup_steps": (lambda v: v >= 0, "an integer >= 0"),
-            "decay": (lambda v: v in DECAYS, f"one of {', '.join(DECAYS)}"),
-            "grad_clip": (lambda v: finite(v) and v >= 0, "a finite number >= 0 (0 = off)"),
-            "ema_decay": (lambda v: finite(v) and 0 <= v < 1, "a number in [0, 1) (0 = off)"),
-        })
+        super().__post_init__()
+        check_ranges(self, "optim", {"warmup_steps": (lambda v: v >= 0, "an integer >= 0")})
 
 
 @dataclass(frozen=True)
@@ -83,14 +78,66 @@ class TrainConfig(LoopConfig):
         })
 
 
+STRATEGIES = ("speaker-embedding", "freeze-encoder", "full")
+SPEAKER_INITS = ("nearest", "mean")
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """The fine-tuning section of a run (``finetune:`` in RUN/config.yaml; absent for a run trained from
+    scratch): only what fine-tuning adds. Its loop is the run's ``train`` section, its optimizer ``optim``."""
+
+    init_from: str = ""
+    """The base checkpoint or bundle the run started from (``--from``, resolved)."""
+    strategy: str = "full"
+    """``full`` is the measured best at 3 minutes of audio and 3 minutes of training (bench/finetune.py)."""
+    speaker_init: str = "nearest"
+    """How a new speaker's row of the speaker table starts: ``nearest`` base speaker, or ``mean`` of the rows."""
+    speaker_name: str = ""
+    """Name for the dataset's speaker in the voice's speaker table (single-speaker datasets)."""
+    freeze: list[str] = field(default_factory=list)
+    """Extra module or group names to freeze (``--freeze``), on top of the strategy's."""
+    frozen: list[str] = field(default_factory=list)
+    """Module names whose parameters are frozen (the strategy's and ``freeze``, resolved against the model)."""
+    trainable_speakers: list[str] = field(default_factory=list)
+    """When non-empty, only these rows of the speaker table receive gradient updates."""
+    max_new_symbols: int = 3
+    """Phoneme symbols the base never saw that fine-tuning may add as new rows; more is an error."""
+
+    def __post_init__(self) -> None:
+        check_ranges(self, "finetune", {
+            "strategy": (lambda v: v in STRATEGIES, f"one of {', '.join(STRATEGIES)}"),
+            "speaker_init": (lambda v: v in SPEAKER_INITS, f"one of {', '.join(SPEAKER_INITS)}"),
+            "max_new_symbols": (lambda v: v >= 0, "an integer >= 0"),
+        })
+
+
+_OLD_FINETUNE_KEYS = {"init_from": "init_from", "frozen": "frozen", "trainable_speakers": "trainable_speakers",
+                      "finetune_strategy": "strategy"}
+
+
+def _migrate(data: dict[str, Any]) -> dict[str, Any]:
+    """Run configs written before the ``finetune`` section kept its fields at the top level."""
+    old = {k: data.pop(k) for k in list(data) if k in _OLD_FINETUNE_KEYS}
+    if any(old.values()) and "finetune" not in data:
+        data["finetune"] = {_OLD_FINETUNE_KEYS[k]: v for k, v in old.items() if v}
+        data["finetune"].setdefault("strategy", "full")
+    return data
+
+
 @dataclass(frozen=True)
 class RunConfig:
-    """The full description of a run."""
+    """The full description of a run: the voice's settings (:class:`VoiceConfig`'s fields, at the top level),
+    the loop, the optimizer, the dataset, and fine-tuning when the run is one."""
 
+    __migrate__ = staticmethod(_migrate)
+    __resolvers__ = {"model_config": lambda data, value, where: resolve_model_config(RunConfig, data, value, where)}
     model: str = "fastspeech2"
     preset: str = "cpu"
-    model_config: dict[str, Any] = field(default_factory=dict)
-    """Overrides of the model's config dataclass fields, on top of ``preset``."""
+    model_config: ModelConfig = None  # type: ignore[assignment]
+    """The model's typed config: ``preset`` with the file's ``model_config`` keys on top. Saved as only the
+    values that differ from the preset, so ``--preset`` on an earlier run's config still means that size;
+    change ``preset`` through ``with_overrides`` (a ``dataclasses.replace`` keeps the old sizes)."""
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     audio: AudioConfig = field(default_factory=AudioConfig)
@@ -100,13 +147,20 @@ class RunConfig:
     speakers: list[str] = field(default_factory=list)
     """Speaker table: index = speaker id. Fine-tuning appends to it."""
     vocoder: str = "griffin-lim"
-    init_from: str = ""
-    """Base checkpoint a fine-tuned run started from."""
-    frozen: list[str] = field(default_factory=list)
-    """Module names whose parameters are frozen."""
-    trainable_speakers: list[str] = field(default_factory=list)
-    """When non-empty, only these rows of the speaker table receive gradient updates."""
     speaker_map: dict[str, str] = field(default_factory=dict)
     """Dataset speaker name -> speaker-table name (fine-tuning with --speaker-name)."""
-    finetune_strategy: str = ""
-    """'speaker-embedding', 'freeze-encoder', 'full' or '' for a run trained from scratch."""
+    finetune: Optional[FinetuneConfig] = None
+
+    def __post_init__(self) -> None:
+        typed_model_config(self)
+
+    def __saved__(self, d: dict[str, Any]) -> dict[str, Any]:
+        d["model_config"] = preset_overrides(self.model, self.preset, self.model_config)
+        if d["finetune"] is None:
+            del d["finetune"]
+        return d
+
+    @property
+    def voice(self) -> VoiceConfig:
+        """What a bundle or an export of this run needs to speak."""
+        return VoiceConfig(**{k: getattr(self, k) for k in VOICE_KEYS})

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from voicetrain.config import AudioConfig, LoopConfig, check_ranges
+from voicetrain.config import AdamWConfig, AudioConfig, LoopConfig, check_ranges, finite
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,10 @@ class VocoderLossConfig:
 
 
 @dataclass(frozen=True)
-class VocoderOptimConfig:
+class VocoderOptimConfig(AdamWConfig):
+    """The GAN's AdamW (generator and discriminators): :class:`~voicetrain.config.AdamWConfig` with Vocos'
+    defaults; no warm-up."""
+
     lr: float = 5e-4
     """AdamW learning rate of generator and discriminators (Vocos' 5e-4)."""
     betas: list[float] = field(default_factory=lambda: [0.8, 0.9])
@@ -56,6 +59,10 @@ class VocoderOptimConfig:
     (decay (1 + n) / (10 + n), capped here). A GAN generator's quality oscillates with its adversary from
     one checkpoint to the next; the average is what validation, samples and synthesis use (every
     checkpoint's ``state_dict``), the live weights go on training (``current_model_state``)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_ranges(self, "optim", {"lr": (lambda v: finite(v) and v >= 0, "a finite number >= 0")})
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,12 @@ import yaml
 
 from voicetrain.config import ConfigError
 from voicetrain.inference.checkpoint import find_checkpoint, load_checkpoint_safe, load_model
-from voicetrain.training.finetune import FinetuneConfig, IncompatibleBaseError, finetune
+from voicetrain.run_config import FinetuneConfig, TrainConfig
+from voicetrain.training.finetune import IncompatibleBaseError, finetune
 
-FT = dict(max_steps=4, val_every_steps=2, batch_size=4, threads=1, early_stopping_patience=0, quality_sentences=0,
-          speaker_init="mean")
+FT = dict(speaker_init="mean")
+LOOP = TrainConfig(max_steps=4, val_every_steps=2, checkpoint_every_steps=2, sample_every_steps=10, batch_size=4,
+                   threads=1, early_stopping_patience=0, quality_sentences=0)
 
 
 def _state(path):
@@ -25,7 +27,7 @@ def _state(path):
 def speaker_ft(tmp_path_factory, tiny_run, prepared_demo_dataset):
     run = tmp_path_factory.mktemp("ft") / "spk"
     result = finetune(prepared_demo_dataset, tiny_run, run,
-                      FinetuneConfig(strategy="speaker-embedding", speaker_name="newvoice", **FT))
+                      FinetuneConfig(strategy="speaker-embedding", speaker_name="newvoice", **FT), LOOP)
     return run, result
 
 
@@ -44,8 +46,9 @@ def test_speaker_embedding_strategy_trains_only_the_new_row(speaker_ft, tiny_run
     dim = base["model.speaker_embedding.weight"].shape[1]
     assert result.extra["trainable_parameters"] == {"speaker_embedding": dim}
     cfg = yaml.safe_load((run / "config.yaml").read_text())
-    assert cfg["finetune_strategy"] == "speaker-embedding" and cfg["speakers"][-1] == "newvoice"
-    assert "encoder" in cfg["frozen"] and cfg["init_from"]
+    assert cfg["finetune"]["strategy"] == "speaker-embedding" and cfg["speakers"][-1] == "newvoice"
+    assert "encoder" in cfg["finetune"]["frozen"] and cfg["finetune"]["init_from"]
+    assert cfg["train"]["max_steps"] == 4 and "max_steps" not in cfg["finetune"]  # the loop lives in train
 
 
 def test_existing_speakers_sound_the_same(speaker_ft, tiny_run):
@@ -60,7 +63,7 @@ def test_existing_speakers_sound_the_same(speaker_ft, tiny_run):
 
 def test_freeze_encoder_keeps_encoder_bit_identical(tmp_path, tiny_run, prepared_demo_dataset):
     run = tmp_path / "fe"
-    finetune(prepared_demo_dataset, tiny_run, run, FinetuneConfig(strategy="freeze-encoder", **FT))
+    finetune(prepared_demo_dataset, tiny_run, run, FinetuneConfig(strategy="freeze-encoder", **FT), LOOP)
     base = _state(find_checkpoint(tiny_run, "best"))
     tuned = _state(run / "checkpoints" / "last.ckpt")
     frozen = [k for k in base if k.startswith(("model.encoder.", "model.embedding."))]
@@ -75,7 +78,7 @@ def test_incompatible_sample_rate_is_refused(tmp_path, tiny_run, prepared_demo_d
     info["audio"]["sample_rate"] = 16000
     (ds / "dataset.yaml").write_text(yaml.safe_dump(info))
     with pytest.raises(IncompatibleBaseError, match=r"audio.sample_rate: base 22050 vs dataset 16000"):
-        finetune(ds, tiny_run, tmp_path / "r", FinetuneConfig(**FT))
+        finetune(ds, tiny_run, tmp_path / "r", FinetuneConfig(**FT), LOOP)
 
 
 def test_unseen_symbols_are_named(tmp_path, tiny_run, prepared_demo_dataset):
@@ -87,9 +90,9 @@ def test_unseen_symbols_are_named(tmp_path, tiny_run, prepared_demo_dataset):
     lines[0] = json.dumps(row, ensure_ascii=False)
     (ds / "train.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     with pytest.raises(IncompatibleBaseError, match="never saw: .*'ʀ'.*'ǂ'"):
-        finetune(ds, tiny_run, tmp_path / "r", FinetuneConfig(**FT, max_new_symbols=1))
+        finetune(ds, tiny_run, tmp_path / "r", FinetuneConfig(**FT, max_new_symbols=1), LOOP)
     # within the allowance the new symbols become new rows of the phoneme table; old ids stay put
-    finetune(ds, tiny_run, tmp_path / "r2", FinetuneConfig(**FT))
+    finetune(ds, tiny_run, tmp_path / "r2", FinetuneConfig(**FT), LOOP)
     base_syms = json.loads((tiny_run / "symbols.json").read_text())["symbols"]
     syms = json.loads((tmp_path / "r2" / "symbols.json").read_text())["symbols"]
     assert syms == base_syms + ["ǂ", "ʀ"]
@@ -98,7 +101,7 @@ def test_unseen_symbols_are_named(tmp_path, tiny_run, prepared_demo_dataset):
 
 
 def test_unknown_strategy_and_module(tmp_path, tiny_run, prepared_demo_dataset):
-    with pytest.raises(ConfigError, match="unknown strategy"):
-        finetune(prepared_demo_dataset, tiny_run, tmp_path / "r", FinetuneConfig(strategy="magic", **FT))
+    with pytest.raises(ConfigError, match="finetune.strategy: 'magic' is out of range; expected one of speaker-embedding"):
+        FinetuneConfig(strategy="magic", **FT)
     with pytest.raises(ConfigError, match="no such module or group"):
-        finetune(prepared_demo_dataset, tiny_run, tmp_path / "r2", FinetuneConfig(strategy="full", freeze=["brain"], **FT))
+        finetune(prepared_demo_dataset, tiny_run, tmp_path / "r2", FinetuneConfig(strategy="full", freeze=["brain"], **FT), LOOP)

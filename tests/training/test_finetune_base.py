@@ -11,10 +11,12 @@ import json
 import pytest
 import torch
 
-from voicetrain.training.finetune import FinetuneConfig, finetune, load_base
+from voicetrain.run_config import FinetuneConfig, TrainConfig
+from voicetrain.training.finetune import finetune, load_base
 
-FT = dict(max_steps=2, val_every_steps=2, batch_size=4, threads=1, early_stopping_patience=0, quality_sentences=0,
-          speaker_name="newvoice")
+FT = dict(speaker_name="newvoice")
+LOOP = TrainConfig(max_steps=2, val_every_steps=2, checkpoint_every_steps=2, sample_every_steps=10, batch_size=4,
+                   threads=1, early_stopping_patience=0, quality_sentences=0)
 
 
 def _prepared(root, voices, utterances, seed):
@@ -44,8 +46,8 @@ def awb_dataset(tmp_path_factory):
 
 def test_nearest_speaker_init_picks_the_same_voice(tmp_path, two_speaker_base, awb_dataset):
     base = load_base(two_speaker_base)
-    assert base.run_cfg.speakers == ["flite_awb", "flite_kal16"]
-    result = finetune(awb_dataset, two_speaker_base, tmp_path / "ft", FinetuneConfig(strategy="speaker-embedding", **FT))
+    assert base.voice.speakers == ["flite_awb", "flite_kal16"]
+    result = finetune(awb_dataset, two_speaker_base, tmp_path / "ft", FinetuneConfig(strategy="speaker-embedding", **FT), LOOP)
     init = json.loads((tmp_path / "ft" / "speaker_init.json").read_text())
     assert init["method"] == "nearest" and len(init["speakers"]) == 1
     (picked,) = init["speakers"].values()
@@ -61,7 +63,7 @@ def test_nearest_speaker_init_picks_the_same_voice(tmp_path, two_speaker_base, a
 
 def test_mean_speaker_init_starts_from_the_mean_row(tmp_path, two_speaker_base, awb_dataset):
     finetune(awb_dataset, two_speaker_base, tmp_path / "ft",
-             FinetuneConfig(strategy="speaker-embedding", speaker_init="mean", **FT))
+             FinetuneConfig(strategy="speaker-embedding", speaker_init="mean", **FT), LOOP)
     init = json.loads((tmp_path / "ft" / "speaker_init.json").read_text())
     assert init == {"method": "mean", "speakers": {}}
     emb = torch.load(tmp_path / "ft" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"][
@@ -73,5 +75,5 @@ def test_mean_speaker_init_starts_from_the_mean_row(tmp_path, two_speaker_base, 
 def test_unknown_speaker_init_is_refused(tmp_path, two_speaker_base, awb_dataset):
     from voicetrain.config import ConfigError
 
-    with pytest.raises(ConfigError, match="unknown speaker_init 'closest'; choose one of nearest, mean"):
-        finetune(awb_dataset, two_speaker_base, tmp_path / "ft", FinetuneConfig(speaker_init="closest", **FT))
+    with pytest.raises(ConfigError, match="finetune.speaker_init: 'closest' is out of range; expected one of nearest, mean"):
+        FinetuneConfig(speaker_init="closest", **FT)

@@ -16,6 +16,8 @@ import pytest
 import torch
 
 from tests.training.conftest import tiny_cfg
+from voicetrain.config import from_dict
+from voicetrain.run_config import RunConfig
 from voicetrain.inference.checkpoint import find_checkpoint, load_checkpoint_safe, load_model
 from voicetrain.training.train import train
 
@@ -35,7 +37,7 @@ def test_run_folder_has_everything(tiny_run):
     assert any(r.get("val/loss") for r in rows) and any(r.get("train/loss") for r in rows)
     # a checkpoint loads on its own, without pickle, and carries config, symbols and statistics
     loaded = load_model(find_checkpoint(tiny_run, "best"))
-    assert loaded.run_cfg.preset == "tiny" and len(loaded.symbols) > 10 and loaded.stats.mel_mean
+    assert loaded.voice.preset == "tiny" and len(loaded.symbols) > 10 and loaded.stats.mel_mean
 
 
 def test_resume_continues_exactly(tmp_path, prepared_demo_dataset):
@@ -204,11 +206,12 @@ def test_validation_and_checkpoints_use_the_averaged_weights(tmp_path, prepared_
     assert any(not torch.equal(v, ck["current_model_state"][k]) for k, v in ck["state_dict"].items())
 
     loaded = load_model(run / "checkpoints" / "last.ckpt")
-    *_, val_loader = make_loaders(PreparedDataset.open(prepared_demo_dataset), loaded.run_cfg, loaded.symbols, loaded.stats)
+    run_cfg = from_dict(RunConfig, loaded.run_config)
+    *_, val_loader = make_loaders(PreparedDataset.open(prepared_demo_dataset), run_cfg, loaded.symbols, loaded.stats)
 
     def val_loss(state) -> float:
         loaded.model.load_state_dict(state)
-        lit = TTSLightningModule(loaded.model.eval(), loaded.run_cfg, loaded.symbols, loaded.stats)
+        lit = TTSLightningModule(loaded.model.eval(), run_cfg, loaded.symbols, loaded.stats)
         total = count = 0.0
         with torch.no_grad():
             for batch in val_loader:

@@ -55,7 +55,7 @@ def test_bundle_carries_the_vocoder_and_speaks_identically(store_with_vocoder, t
 
 def test_run_named_vocoder_and_fallback(tiny_run, tiny_vocoder_run, tmp_path):
     loaded = load_model(find_checkpoint(tiny_run))
-    cfg = dataclasses.replace(loaded.run_cfg, vocoder=str(tiny_vocoder_run))
+    cfg = dataclasses.replace(loaded.voice, vocoder=str(tiny_vocoder_run))
     synth = Synthesizer.from_parts(loaded.model, cfg, loaded.symbols, loaded.stats)
     assert isinstance(synth.vocoder, Vocos)
     gone = dataclasses.replace(cfg, vocoder=str(tmp_path / "deleted_vocoder_run"))
@@ -82,7 +82,7 @@ def test_vocoder_for_other_mels_is_refused(tiny_run, tiny_vocoder_run, tmp_path)
     ck["voicetrain"]["audio"]["hop_length"] = 128
     bad = tmp_path / "other_hop.ckpt"
     save_checkpoint_atomic(ck, bad)
-    audio = load_model(find_checkpoint(tiny_run)).run_cfg.audio
+    audio = load_model(find_checkpoint(tiny_run)).voice.audio
     with pytest.raises(VocoderError, match="hop_length 128 vs 256"):
         load_vocoder(bad, audio)
 

@@ -51,13 +51,6 @@ def log_mel(audio: np.ndarray, cfg: AudioConfig) -> np.ndarray:
     return mel[0].numpy()
 
 
-def frame_energy(audio: np.ndarray, cfg: AudioConfig) -> np.ndarray:
-    """(frames,) L2 norm of each STFT frame's magnitude, on the mel frame grid."""
-    with torch.no_grad():
-        mag = MelSpectrogram(cfg).magnitude(torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))[None])
-    return torch.linalg.vector_norm(mag[0], dim=0).numpy().astype(np.float32)
-
-
 def f0_yin(audio: np.ndarray, cfg: AudioConfig) -> np.ndarray:
     """(frames,) fundamental frequency in Hz, 0 where unvoiced.
 

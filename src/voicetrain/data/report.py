@@ -23,7 +23,7 @@ def _plots(root: Path, utts: dict[str, "Utterance"], loudness: dict[str, float])
     # Figure objects without pyplot: no global backend switch, no display needed.
     from matplotlib.figure import Figure
 
-    from voicetrain.config import atomic_write_bytes
+    from voicetrain.fileio import atomic_write_bytes
 
     out = root / "plots"
     out.mkdir(exist_ok=True)

@@ -51,7 +51,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from voicetrain.config import atomic_write_text
+from voicetrain.fileio import atomic_write_text
 from voicetrain.evaluation.checkpoints import CheckpointRef, RunEvalError, resolve_checkpoints
 from voicetrain.evaluation.evaluate_run import HARVARD, RunEvalConfig, evaluate_run
 from voicetrain.evaluation.history import read_metrics_csv
@@ -160,7 +160,10 @@ def read_run(path: str | os.PathLike, name: str) -> RunCurves:
         if v is not None and math.isfinite(v):
             val[int(r["step"])] = {"step": int(r["step"]), "wall_s": r.get("wall_s"), "val_loss": v}
     cfg = run_info(run / "config.yaml")
-    info: dict[str, Any] = {k: cfg.get(k) for k in ("model", "preset", "dataset", "finetune_strategy", "init_from")}
+    info: dict[str, Any] = {k: cfg.get(k) for k in ("model", "preset", "dataset")}
+    ft = cfg.get("finetune") or {}  # configs before the finetune section kept its keys at the top
+    info.update(finetune_strategy=ft.get("strategy", cfg.get("finetune_strategy")),
+                init_from=ft.get("init_from", cfg.get("init_from")))
     info["speakers"] = list(cfg.get("speakers") or [])
     result_path = run / "result.json"
     if result_path.is_file():
@@ -407,7 +410,7 @@ _METRICS = (  # (key, title, format)
 def _plot_val_loss(result: dict[str, Any], path: Path) -> bool:
     from matplotlib.figure import Figure
 
-    from voicetrain.evaluation.report import _save
+    from voicetrain.evaluation.report import save_figure
 
     curves = [(r["name"], r["val_curve"]) for r in result["runs"] if r["val_curve"]]
     if not curves:
@@ -427,14 +430,14 @@ def _plot_val_loss(result: dict[str, Any], path: Path) -> bool:
     ax2.set_title("validation loss vs wall time", fontsize=10)
     ax2.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.subplots_adjust(left=0.06, right=0.82, top=0.9, bottom=0.14, wspace=0.25)
-    _save(fig, path)
+    save_figure(fig, path)
     return True
 
 
 def _plot_matched(points: list[dict[str, Any]], axis: str, run_names: list[str], path: Path) -> bool:
     from matplotlib.figure import Figure
 
-    from voicetrain.evaluation.report import _save, style_panel
+    from voicetrain.evaluation.report import save_figure, style_panel
 
     panels = [(k, t) for k, t, _ in _METRICS if any(p["runs"][n].get(k) is not None for p in points for n in run_names)]
     if not points or not panels:
@@ -449,7 +452,7 @@ def _plot_matched(points: list[dict[str, Any]], axis: str, run_names: list[str],
                 ax.plot(*zip(*pts), "o-", ms=4, label=n)
         style_panel(ax, title, "target step" if axis == "step" else "target wall time (min)", legend=i == 0)
     fig.subplots_adjust(left=0.06, right=0.98, top=0.88, bottom=0.16, wspace=0.35)
-    _save(fig, path)
+    save_figure(fig, path)
     return True
 
 

@@ -344,7 +344,7 @@ def evaluate_run(cfg: RunEvalConfig, *, evaluator: Evaluator | None = None) -> d
             except (CheckpointError, ConfigError) as e:
                 raise RunEvalError(f"{ck.path}: cannot load this checkpoint: {e}") from None
             try:
-                synth = Synthesizer.from_parts(loaded.model, loaded.run_cfg, loaded.symbols, loaded.stats,
+                synth = Synthesizer.from_parts(loaded.model, loaded.voice, loaded.symbols, loaded.stats,
                                                vocoder=cfg.vocoder, griffin_lim_iters=cfg.griffin_lim_iters,
                                                checkpoint=str(ck.path))
             except (CheckpointError, ConfigError, FileNotFoundError) as e:

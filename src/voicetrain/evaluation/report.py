@@ -15,7 +15,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from voicetrain.config import atomic_write_bytes
+from voicetrain.fileio import atomic_write_bytes
 from voicetrain.templates import write_page
 
 # ----------------------------------------------------------------------------- QC summary
@@ -50,7 +50,8 @@ def qc_summary(dataset_root: str | os.PathLike) -> dict[str, Any] | None:
 # ----------------------------------------------------------------------------- plots
 
 
-def _save(fig, path: Path) -> None:
+def save_figure(fig, path: Path) -> None:
+    """``fig`` as a PNG at ``path`` (atomic: a reader never sees half a file)."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=80)
     atomic_write_bytes(path, buf.getvalue())
@@ -106,7 +107,7 @@ def _plot_overfitting(overfit: dict[str, Any], path: Path) -> bool:
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.subplots_adjust(left=0.06, right=0.80 if len(panels) == 1 else 0.83, top=0.9, bottom=0.14,
                         wspace=0.75 if len(panels) > 1 else 0.2)
-    _save(fig, path)
+    save_figure(fig, path)
     return True
 
 
@@ -149,7 +150,7 @@ def _plot_metrics(result: dict[str, Any], path: Path) -> bool:
         _tidy(ax)
         style_panel(ax, title, "checkpoint step", legend=i == 0)
     fig.subplots_adjust(left=0.06, right=0.98, top=0.88, bottom=0.16, wspace=0.35)
-    _save(fig, path)
+    save_figure(fig, path)
     return True
 
 

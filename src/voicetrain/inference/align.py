@@ -30,17 +30,17 @@ def align_dataset(run: str | os.PathLike, dataset: str | os.PathLike, out: str |
                   which: str = "best", split: str = "all", batch_size: int = 8) -> int:
     loaded = load_model(find_checkpoint(run, which))
     if not hasattr(loaded.model, "align"):
-        raise ValueError(f"model {loaded.run_cfg.model} has no aligner")
+        raise ValueError(f"model {loaded.voice.model} has no aligner")
     ds = PreparedDataset.open(dataset)
     utts = []
     for s in (("train", "val") if split == "all" else (split,)):
         utts += ds.manifest(s)
-    speakers = {s: i for i, s in enumerate(loaded.run_cfg.speakers)}
+    speakers = {s: i for i, s in enumerate(loaded.voice.speakers)}
     unknown = sorted({u.speaker for u in utts} - set(speakers))
     if unknown:
         raise ValueError(f"speakers {unknown} are not in this voice's speaker table {sorted(speakers)}")
     data = TTSDataset(ds, utts, loaded.symbols, loaded.stats, speakers)
-    fps = loaded.run_cfg.audio.frames_per_second
+    fps = loaded.voice.audio.frames_per_second
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     n = 0

@@ -31,7 +31,7 @@ class BundleParts:
 
     path: Path
     info: dict[str, Any]
-    run_cfg: Any  # RunConfig
+    voice: Any  # VoiceConfig
     model: Any  # torch.nn.Module, eval mode
     symbols: Any  # SymbolTable
     stats: Any  # FeatureStats
@@ -56,11 +56,10 @@ def resolve_voice(name_or_path: str | os.PathLike, store: ModelStore | str | os.
 def load_bundle_parts(path: str | os.PathLike) -> BundleParts:
     from safetensors.torch import load_file
 
-    from voicetrain.config import from_dict
     from voicetrain.data.cache import FeatureStats
-    from voicetrain.models.registry import build_model, model_config
-    from voicetrain.run_config import RunConfig
+    from voicetrain.models.registry import build_model
     from voicetrain.text.symbols import SymbolTable
+    from voicetrain.voice_config import load_voice_config
 
     path = Path(path)
     verify_bundle(path)
@@ -72,17 +71,16 @@ def load_bundle_parts(path: str | os.PathLike) -> BundleParts:
     if info.get("schema_version", 1) > BUNDLE_SCHEMA_VERSION:
         raise RegistryError(f"{vj}: bundle schema_version {info['schema_version']} is newer than this voicetrain "
                             f"understands ({BUNDLE_SCHEMA_VERSION}); upgrade voicetrain")
-    run_cfg = from_dict(RunConfig, info["run_config"], where=f"{vj}:run_config")
+    voice = load_voice_config(info, str(vj))  # bundles before VoiceConfig hold a whole run_config
     symbols = SymbolTable(tuple(info["symbols"]))
     stats = FeatureStats(**info["stats"])
-    mcfg = model_config(run_cfg.model, run_cfg.preset, run_cfg.model_config)
-    model = build_model(run_cfg.model, mcfg, len(symbols), run_cfg.audio.n_mels, max(len(run_cfg.speakers), 1))
+    model = build_model(voice.model, voice.model_config, len(symbols), voice.audio.n_mels, max(len(voice.speakers), 1))
     weights = path / info.get("weights", "model.safetensors")
     try:
         state = load_file(str(weights), device="cpu")
         model.load_state_dict(state)
     except Exception as e:  # noqa: BLE001 - name the file whatever safetensors/torch says
-        raise DamagedBundleError(f"{weights}: weights do not fit the {run_cfg.model} model described in "
+        raise DamagedBundleError(f"{weights}: weights do not fit the {voice.model} model described in "
                                  f"{vj} ({type(e).__name__}: {e})") from None
     model.eval()
     from voicetrain.inference.vocoder import VocoderError, vocoder_from_files
@@ -90,12 +88,12 @@ def load_bundle_parts(path: str | os.PathLike) -> BundleParts:
     vocoder = None
     if isinstance(info.get("vocoder"), dict):
         try:
-            vocoder = vocoder_from_files(path, info["vocoder"], run_cfg.audio)
+            vocoder = vocoder_from_files(path, info["vocoder"], voice.audio)
         except (KeyError, TypeError) as e:
             raise DamagedBundleError(f"{vj}: the vocoder entry is incomplete ({e})") from None
         except VocoderError as e:
             raise DamagedBundleError(str(e)) from None
-    return BundleParts(path, info, run_cfg, model, symbols, stats, vocoder)
+    return BundleParts(path, info, voice, model, symbols, stats, vocoder)
 
 
 @dataclass
@@ -133,7 +131,7 @@ def load_voice(name_or_path: str | os.PathLike, store: ModelStore | str | os.Pat
     path = resolve_voice(name_or_path, store)
     parts = load_bundle_parts(path)
     # the bundle's own vocoder (or Griffin-Lim): never the vocoder path its run config recorded
-    synth = Synthesizer.from_parts(parts.model, parts.run_cfg, parts.symbols, parts.stats,
+    synth = Synthesizer.from_parts(parts.model, parts.voice, parts.symbols, parts.stats,
                                    vocoder=parts.vocoder or "griffin-lim", griffin_lim_iters=griffin_lim_iters,
                                    checkpoint=str(path))
     return Voice(parts.info.get("name", path.parent.name), parts.info.get("version", path.name), path, parts.info, synth)
@@ -141,13 +139,14 @@ def load_voice(name_or_path: str | os.PathLike, store: ModelStore | str | os.Pat
 
 def voice_json(*, name: str, version: str, loaded, checkpoint: Path, created: str,
                vocoder: dict | str = "griffin-lim") -> dict:
-    """``vocoder``: 'griffin-lim', or the entry describing vocoder.safetensors in the bundle."""
-    cfg = loaded.run_cfg
+    """``vocoder``: 'griffin-lim', or the entry describing vocoder.safetensors in the bundle. The bundle carries
+    the VoiceConfig (every model value written out, so it never depends on a later version's presets)."""
+    cfg = loaded.voice
     return {
         "schema_version": BUNDLE_SCHEMA_VERSION, "voicetrain_version": __version__,
         "name": name, "version": version, "created": created,
         "model": cfg.model, "weights": WEIGHTS,
-        "run_config": to_dict(cfg),
+        "voice_config": to_dict(cfg),
         "symbols": list(loaded.symbols.symbols),
         "stats": to_dict(loaded.stats),
         "speakers": list(cfg.speakers),
@@ -177,7 +176,6 @@ def register_run(run: str | os.PathLike, name: str | None = None, checkpoint: st
     from voicetrain.inference.vocoder import (
         BUILTIN, GRIFFIN_LIM, check_compatible, is_builtin, is_griffin_lim, load_named_vocoder, save_vocoder_files,
         vocoder_exists)
-    from voicetrain.models.registry import model_config
 
     store = store if isinstance(store, ModelStore) else ModelStore(store)
     run = Path(run)
@@ -187,7 +185,7 @@ def register_run(run: str | os.PathLike, name: str | None = None, checkpoint: st
     choice = choose_checkpoint(run, checkpoint)
     ckpt_path = choice.path
     loaded = load_model(ckpt_path)
-    spec = loaded.run_cfg.vocoder if vocoder is None else str(vocoder)
+    spec = loaded.voice.vocoder if vocoder is None else str(vocoder)
     voc = None
     if not is_griffin_lim(spec):
         if not vocoder_exists(spec):
@@ -195,11 +193,10 @@ def register_run(run: str | os.PathLike, name: str | None = None, checkpoint: st
                                 f"{'--vocoder' if vocoder is not None else ckpt_path}); pass --vocoder "
                                 f"VOCODER_RUN, --vocoder {BUILTIN} or --vocoder {GRIFFIN_LIM}")
         voc = load_named_vocoder(spec)
-        check_compatible(voc.audio, loaded.run_cfg.audio, str(voc.path))
+        check_compatible(voc.audio, loaded.voice.audio, str(voc.path))
         spec = BUILTIN if is_builtin(spec) else str(Path(spec).resolve())
-    loaded.run_cfg = dataclasses.replace(loaded.run_cfg, vocoder=GRIFFIN_LIM if voc is None else spec)
+    loaded.voice = dataclasses.replace(loaded.voice, vocoder=GRIFFIN_LIM if voc is None else spec)
     run_dir = run if run.is_dir() else (ckpt_path.parent.parent if ckpt_path.parent.name == "checkpoints" else None)
-    hparams = model_config(loaded.run_cfg.model, loaded.run_cfg.preset, loaded.run_cfg.model_config)
     state = {k: v.detach().contiguous().clone() for k, v in loaded.model.state_dict().items()}
     n_params = sum(p.numel() for p in loaded.model.parameters())
 
@@ -212,7 +209,7 @@ def register_run(run: str | os.PathLike, name: str | None = None, checkpoint: st
         atomic_write_json(tmp / VOICE_JSON, voice_json(name=name, version=version, loaded=loaded,
                                                        checkpoint=ckpt_path, created=created, vocoder=voc_entry))
         card = build_card(name=name, version=version, run=run_dir, checkpoint=ckpt_path, step=loaded.step,
-                          run_cfg=loaded.run_cfg, model_hparams=hparams, n_parameters=n_params, created=created,
+                          voice=loaded.voice, training=loaded.run_config, n_parameters=n_params, created=created,
                           package_version=__version__)
         card["checkpoint_reason"] = choice.reason  # why this checkpoint of the run is the voice
         if note.strip():

@@ -15,11 +15,11 @@ from typing import Any
 
 import torch
 
-from voicetrain.config import SCHEMA_VERSION, from_dict
+from voicetrain.config import SCHEMA_VERSION
 from voicetrain.data.cache import FeatureStats
-from voicetrain.models.registry import build_model, model_config
+from voicetrain.models.registry import build_model
 from voicetrain.text.symbols import SymbolTable
-from voicetrain.run_config import RunConfig
+from voicetrain.voice_config import VoiceConfig, voice_from_run_config
 
 
 class CheckpointError(ValueError):
@@ -39,11 +39,13 @@ def load_checkpoint_safe(path: str | os.PathLike, map_location: Any = "cpu") -> 
 @dataclass
 class LoadedCheckpoint:
     path: Path
-    run_cfg: RunConfig
+    voice: VoiceConfig
     model: torch.nn.Module
     symbols: SymbolTable
     stats: FeatureStats
     step: int
+    run_config: dict[str, Any]
+    """The training run's config as the checkpoint stores it (training/ reads it as a RunConfig)."""
 
 
 def model_state_from_checkpoint(ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -59,14 +61,13 @@ def load_model(path: str | os.PathLike) -> LoadedCheckpoint:
         raise CheckpointError(f"{path}: no 'voicetrain' metadata; is this a voicetrain checkpoint?")
     if meta.get("schema_version", 1) > SCHEMA_VERSION:
         raise CheckpointError(f"{path}: written by a newer voicetrain ({meta.get('version')}); upgrade voicetrain")
-    run_cfg = from_dict(RunConfig, meta["run_config"], where=f"{path}:run_config")
+    voice = voice_from_run_config(meta["run_config"], f"{path}:run_config")
     symbols = SymbolTable(tuple(meta["symbols"]))
     stats = FeatureStats(**meta["stats"])
-    mcfg = model_config(run_cfg.model, run_cfg.preset, run_cfg.model_config)
-    model = build_model(run_cfg.model, mcfg, len(symbols), run_cfg.audio.n_mels, max(len(run_cfg.speakers), 1))
+    model = build_model(voice.model, voice.model_config, len(symbols), voice.audio.n_mels, max(len(voice.speakers), 1))
     model.load_state_dict(model_state_from_checkpoint(ckpt))
     model.eval()
-    return LoadedCheckpoint(path, run_cfg, model, symbols, stats, int(ckpt.get("global_step", 0)))
+    return LoadedCheckpoint(path, voice, model, symbols, stats, int(ckpt.get("global_step", 0)), dict(meta["run_config"]))
 
 
 _STEP_RE = re.compile(r"step=(\d+)")

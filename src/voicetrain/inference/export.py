@@ -105,7 +105,7 @@ def load_source(source: str | os.PathLike, store: ModelStore | str | os.PathLike
 
         ck = find_checkpoint(p, which)
         lc = load_model(ck)
-        return BundleParts(ck, {"name": p.resolve().name, "version": f"step{lc.step}"}, lc.run_cfg, lc.model,
+        return BundleParts(ck, {"name": p.resolve().name, "version": f"step{lc.step}"}, lc.voice, lc.model,
                            lc.symbols, lc.stats), str(ck)
     if p.exists():
         raise ExportError(f"{p} is neither a voice bundle, a run folder with checkpoints/, nor a checkpoint file")
@@ -130,8 +130,8 @@ def export_onnx(source: str | os.PathLike, out: str | os.PathLike, *, store=None
 
     t0 = time.perf_counter()
     parts, described = load_source(source, store, which)
-    if parts.run_cfg.model != "fastspeech2":
-        raise ExportError(f"ONNX export supports fastspeech2 voices; {described} is a {parts.run_cfg.model}")
+    if parts.voice.model != "fastspeech2":
+        raise ExportError(f"ONNX export supports fastspeech2 voices; {described} is a {parts.voice.model}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     wrapper = ExportableFastSpeech2(parts.model).eval()
@@ -147,7 +147,7 @@ def export_onnx(source: str | os.PathLike, out: str | os.PathLike, *, store=None
                               dynamic_axes={"tokens": {1: "tokens"}, "mel": {2: "frames"}})
     except Exception as e:
         raise ExportError(f"exporting {described} to ONNX failed: {type(e).__name__}: {e}") from e
-    cfg = parts.run_cfg
+    cfg = parts.voice
     config: dict[str, Any] = {
         "schema_version": ONNX_SCHEMA_VERSION, "voicetrain_version": __version__,
         "name": parts.info.get("name"), "version": parts.info.get("version"), "source": described,
@@ -158,7 +158,7 @@ def export_onnx(source: str | os.PathLike, out: str | os.PathLike, *, store=None
                     "mel_lengths": "int64 (1,)"},
         "symbols": list(parts.symbols.symbols), "stats": to_dict(parts.stats),
         "speakers": list(cfg.speakers), "audio": to_dict(cfg.audio), "text": to_dict(cfg.text),
-        "vocoder": _export_vocoder(parts, out), "run_config": to_dict(cfg),
+        "vocoder": _export_vocoder(parts, out), "voice_config": to_dict(cfg),
     }
     cpath = out / ONNX_CONFIG
     atomic_write_json(cpath, config)
@@ -181,13 +181,13 @@ def _export_vocoder(parts: BundleParts, out: Path) -> dict[str, Any] | str:
         with atomic_path(target) as tmp:
             shutil.copyfile(Path(parts.path) / bundled.get("weights", VOCODER_WEIGHTS), tmp)
         entry = dict(bundled, weights=VOCODER_WEIGHTS)
-    elif not isinstance(bundled, str) and not is_griffin_lim(parts.run_cfg.vocoder):
-        if vocoder_exists(parts.run_cfg.vocoder):
-            voc = load_named_vocoder(parts.run_cfg.vocoder)
-            check_compatible(voc.audio, parts.run_cfg.audio, str(voc.path))
+    elif not isinstance(bundled, str) and not is_griffin_lim(parts.voice.vocoder):
+        if vocoder_exists(parts.voice.vocoder):
+            voc = load_named_vocoder(parts.voice.vocoder)
+            check_compatible(voc.audio, parts.voice.audio, str(voc.path))
             entry = save_vocoder_files(voc, out)
         else:
-            warnings.warn(f"vocoder {parts.run_cfg.vocoder} named by the run does not exist; exporting with "
+            warnings.warn(f"vocoder {parts.voice.vocoder} named by the run does not exist; exporting with "
                           f"{GRIFFIN_LIM}", stacklevel=2)
     if entry is None:
         if target.exists():  # a neural vocoder of an earlier export into the same folder

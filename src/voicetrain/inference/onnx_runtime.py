@@ -60,13 +60,12 @@ class OnnxAcousticModel:
 
 def load_onnx_synthesizer(folder: str | os.PathLike, griffin_lim_iters: int = 32, threads: int = 0):
     """OUT folder of `voicetrain export` (model.onnx + model.onnx.json) -> a Synthesizer running onnxruntime."""
-    from voicetrain.config import from_dict
     from voicetrain.data.cache import FeatureStats
     from voicetrain.fileio import sha256_file
     from voicetrain.inference.synthesizer import Synthesizer
     from voicetrain.inference.vocoder import VOCODER_WEIGHTS, vocoder_from_files
-    from voicetrain.run_config import RunConfig
     from voicetrain.text.symbols import SymbolTable
+    from voicetrain.voice_config import load_voice_config
 
     folder = Path(folder)
     if folder.suffix == ".onnx":
@@ -85,7 +84,7 @@ def load_onnx_synthesizer(folder: str | os.PathLike, griffin_lim_iters: int = 32
         raise OnnxRuntimeError(f"{onnx_path} is missing (named in {cpath})")
     if cfg.get("onnx_sha256") and sha256_file(onnx_path) != cfg["onnx_sha256"]:
         raise OnnxRuntimeError(f"{onnx_path} is damaged: sha256 differs from {cpath}; export again")
-    run_cfg = from_dict(RunConfig, cfg["run_config"], where=f"{cpath}:run_config")
+    voice = load_voice_config(cfg, str(cpath))  # exports before VoiceConfig hold a whole run_config
     model = OnnxAcousticModel(onnx_path, threads=threads)
     voc = cfg.get("vocoder")
     if isinstance(voc, dict):
@@ -95,6 +94,6 @@ def load_onnx_synthesizer(folder: str | os.PathLike, griffin_lim_iters: int = 32
         if voc.get("sha256") and sha256_file(weights) != voc["sha256"]:
             raise OnnxRuntimeError(f"{weights} is damaged: sha256 differs from {cpath}; export again")
     # the folder's own vocoder (or Griffin-Lim), never a vocoder path recorded in the run config
-    vocoder = vocoder_from_files(folder, voc, run_cfg.audio, griffin_lim_iters)
-    return Synthesizer.from_parts(model, run_cfg, SymbolTable(tuple(cfg["symbols"])), FeatureStats(**cfg["stats"]),
+    vocoder = vocoder_from_files(folder, voc, voice.audio, griffin_lim_iters)
+    return Synthesizer.from_parts(model, voice, SymbolTable(tuple(cfg["symbols"])), FeatureStats(**cfg["stats"]),
                                   vocoder=vocoder, griffin_lim_iters=griffin_lim_iters, checkpoint=str(onnx_path))

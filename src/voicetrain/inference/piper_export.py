@@ -264,14 +264,14 @@ def choose_vocoder(parts: BundleParts, spec: str | os.PathLike | None,
     from voicetrain.vocoders.griffin_lim import GriffinLim
     from voicetrain.vocoders.vocos import Vocos
 
-    audio = parts.run_cfg.audio
+    audio = parts.voice.audio
     spec = AUTO if spec is None else str(spec)
     if spec == AUTO:
         if parts.vocoder is not None:
             voc, what = parts.vocoder, f"the voice's own {parts.info['vocoder'].get('name', 'vocoder')}"
-        elif not is_griffin_lim(parts.run_cfg.vocoder) and (
-                is_builtin(parts.run_cfg.vocoder) or Path(parts.run_cfg.vocoder).exists()):
-            voc, what = load_vocoder(parts.run_cfg.vocoder, audio), f"the run's vocoder {parts.run_cfg.vocoder}"
+        elif not is_griffin_lim(parts.voice.vocoder) and (
+                is_builtin(parts.voice.vocoder) or Path(parts.voice.vocoder).exists()):
+            voc, what = load_vocoder(parts.voice.vocoder, audio), f"the run's vocoder {parts.voice.vocoder}"
         else:
             try:
                 voc, what = load_vocoder(BUILTIN, audio), f"'{BUILTIN}' (the voice names {GRIFFIN_LIM} or none)"
@@ -324,7 +324,7 @@ def language_entry(espeak_voice: str) -> dict[str, str]:
 def piper_config(parts: BundleParts, name: str, vocoder_desc: str, described: str) -> dict[str, Any]:
     from voicetrain._version import __version__
 
-    cfg = parts.run_cfg
+    cfg = parts.voice
     phoneme_type = "text" if cfg.text.phonemizer == "chars" else "espeak"
     id_map, clusters = phoneme_id_map(tuple(parts.symbols.symbols), phoneme_type)
     speakers = list(cfg.speakers)
@@ -363,7 +363,7 @@ def build_piper_graph(parts: BundleParts, vocoder: nn.Module) -> PiperGraph:
     in_graph = (OnnxGriffinLim(vocoder, parts.model.cfg.max_frames) if isinstance(vocoder, GriffinLim)
                 else OnnxVocos(vocoder))
     return PiperGraph(parts.model, parts.stats.mel_mean, parts.stats.mel_std, in_graph, len(symbols),
-                      symbols.index(" ") if " " in symbols else 1, len(parts.run_cfg.speakers) > 1).eval()
+                      symbols.index(" ") if " " in symbols else 1, len(parts.voice.speakers) > 1).eval()
 
 
 def export_piper(source: str | os.PathLike, out: str | os.PathLike, *, name: str | None = None, store=None,
@@ -384,8 +384,8 @@ def export_piper(source: str | os.PathLike, out: str | os.PathLike, *, name: str
     if out.exists() and not out.is_dir():
         raise ExportError(f"--out {out} is a file; give a folder for NAME.onnx and NAME.onnx.json")
     parts, described = load_source(source, store, which)
-    if parts.run_cfg.model != "fastspeech2":
-        raise ExportError(f"Piper export supports fastspeech2 voices; {described} is a {parts.run_cfg.model}")
+    if parts.voice.model != "fastspeech2":
+        raise ExportError(f"Piper export supports fastspeech2 voices; {described} is a {parts.voice.model}")
     name = piper_name(parts, source, name)
     onnx_path, json_path = out / f"{name}.onnx", out / f"{name}.onnx.json"
     existing = [p.name for p in (onnx_path, json_path) if p.exists()]
@@ -394,7 +394,7 @@ def export_piper(source: str | os.PathLike, out: str | os.PathLike, *, name: str
                           "or choose another --out or --name")
     voc, vocoder_desc = choose_vocoder(parts, vocoder, griffin_lim_iters)
     if hasattr(voc, "audio"):  # a neural vocoder; Griffin-Lim is built from the voice's own AudioConfig
-        check_compatible(voc.audio, parts.run_cfg.audio, vocoder_desc)
+        check_compatible(voc.audio, parts.voice.audio, vocoder_desc)
     config = piper_config(parts, name, vocoder_desc, described)
     graph = build_piper_graph(parts, voc)
     multi = graph.multi_speaker

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -19,10 +18,10 @@ import torch
 from voicetrain.config import AudioConfig
 from voicetrain.data.cache import FeatureStats
 from voicetrain.inference.checkpoint import choose_checkpoint, load_model
-from voicetrain.run_config import RunConfig
 from voicetrain.text.symbols import SymbolTable
 from voicetrain.text.sentences import split_sentences
 from voicetrain.text.tokenizer import NoSpeakableTextError, Tokenizer
+from voicetrain.voice_config import VoiceConfig
 from voicetrain.inference.vocoder import load_vocoder, vocoder_for_run
 from voicetrain.vocoders import Vocoder
 
@@ -55,27 +54,27 @@ class Synthesizer:
         """Load from a run folder (checkpoint chosen by ``which``) or a checkpoint file.
 
         ``vocoder``: a Vocoder, 'griffin-lim', a vocoder RUN folder / checkpoint, or None for the one the
-        run names (``RunConfig.vocoder``).
+        voice names (``VoiceConfig.vocoder``).
         """
         choice = choose_checkpoint(path, which)
         loaded = load_model(choice.path)
-        synth = cls.from_parts(loaded.model, loaded.run_cfg, loaded.symbols, loaded.stats, vocoder,
+        synth = cls.from_parts(loaded.model, loaded.voice, loaded.symbols, loaded.stats, vocoder,
                                griffin_lim_iters, checkpoint=str(choice.path))
         synth.checkpoint_reason = choice.reason
         return synth
 
     @classmethod
-    def from_parts(cls, model, run_cfg: RunConfig, symbols: SymbolTable, stats: FeatureStats,
+    def from_parts(cls, model, voice: VoiceConfig, symbols: SymbolTable, stats: FeatureStats,
                    vocoder: Vocoder | str | None = None, griffin_lim_iters: int = 32,
                    checkpoint: str = "") -> "Synthesizer":
         """``vocoder`` as in :meth:`from_checkpoint`. An explicitly named vocoder must exist and fit the
         voice's mels; a run's own vocoder that has gone missing falls back to Griffin-Lim with a warning."""
         if isinstance(vocoder, (str, os.PathLike)):
-            vocoder = load_vocoder(vocoder, run_cfg.audio, griffin_lim_iters)
+            vocoder = load_vocoder(vocoder, voice.audio, griffin_lim_iters)
         elif vocoder is None:
-            vocoder = vocoder_for_run(run_cfg.vocoder, run_cfg.audio, griffin_lim_iters)
-        return cls(model.eval(), vocoder.eval(), Tokenizer(run_cfg.text, symbols), stats, run_cfg.audio,
-                   list(run_cfg.speakers), checkpoint, speaker_aliases=dict(run_cfg.speaker_map))
+            vocoder = vocoder_for_run(voice.vocoder, voice.audio, griffin_lim_iters)
+        return cls(model.eval(), vocoder.eval(), Tokenizer(voice.text, symbols), stats, voice.audio,
+                   list(voice.speakers), checkpoint, speaker_aliases=dict(voice.speaker_map))
 
     def knows_speaker(self, name: str) -> bool:
         return name in self.speakers or name in self.speaker_aliases
@@ -167,7 +166,3 @@ def join_sentences(sentences: list[str], audio_for, pause_samples: int, text: st
         first = False
     if first and not continuing:
         raise NoSpeakableTextError(f"text {text[:60]!r} has no speakable content after normalization")
-
-
-def load_synthesizer(path: str | os.PathLike, which: str = "best") -> Synthesizer:
-    return Synthesizer.from_checkpoint(Path(path), which)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from voicetrain.config import AT_LEAST_0, POSITIVE, PROBABILITY, WEIGHT, check_ranges
 from voicetrain.models.aligner import (
     AlignmentEncoder, beta_binomial_log_prior, bin_loss, forward_sum_loss, hard_alignment)
 from voicetrain.models.layers import (
@@ -66,6 +67,21 @@ class FastSpeech2Config:
     energy_loss_weight: float = 0.5
     align_loss_weight: float = 1.0
 
+    def __post_init__(self) -> None:
+        check_ranges(self, "model_config", {
+            **dict.fromkeys(("encoder_layers", "heads", "ff_dim", "ff_kernel", "predictor_filters",
+                             "predictor_kernel", "aligner_dim", "conv_kernel", "conv_expansion", "max_frames_per_token",
+                             "max_frames"), POSITIVE),
+            "decoder_layers": POSITIVE, "postnet_layers": AT_LEAST_0,
+            "hidden": (lambda v: v >= 1 and v % self.heads == 0, f"a positive multiple of heads ({self.heads})"),
+            **dict.fromkeys(("dropout", "predictor_dropout"), PROBABILITY),
+            "dropout_ramp_steps": (lambda v: len(v) == 2 and 0 <= v[0] <= v[1], "[start, end] steps, 0 <= start <= end"),
+            "decoder_type": (lambda v: v in ("fft", "conv"), "'fft' or 'conv'"),
+            **dict.fromkeys(("bin_loss_start_step", "bin_loss_warmup_steps"), AT_LEAST_0),
+            **dict.fromkeys(("prior_loss_weight", "duration_loss_weight", "pitch_loss_weight", "energy_loss_weight",
+                             "align_loss_weight"), WEIGHT),
+        })
+
 
 PRESETS: dict[str, FastSpeech2Config] = {
     "tiny": FastSpeech2Config(hidden=32, encoder_layers=1, decoder_layers=2, heads=2, ff_dim=64,
@@ -113,10 +129,8 @@ class FastSpeech2(nn.Module):
         self.energy_embedding = nn.Conv1d(1, D, 3, padding=1)
         if cfg.decoder_type == "conv":
             self.decoder = ConvStack(D, cfg.decoder_layers, cfg.conv_kernel, cfg.conv_expansion, cfg.dropout)
-        elif cfg.decoder_type == "fft":
+        else:  # "fft" (the config checks the value)
             self.decoder = FFTStack(D, cfg.decoder_layers, cfg.heads, cfg.ff_dim, cfg.ff_kernel, cfg.dropout)
-        else:
-            raise ValueError(f"decoder_type must be 'fft' or 'conv', not {cfg.decoder_type!r}")
         self.mel_out = nn.Linear(D, n_mels)
         self.mel_prior = nn.Linear(D, n_mels) if cfg.mel_prior else None
         self.postnet = nn.ModuleList(

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from voicetrain.config import AT_LEAST_0, POSITIVE, PROBABILITY, WEIGHT, check_ranges, finite
 from voicetrain.models.aligner import hard_alignment
 from voicetrain.models.layers import sequence_mask
 
@@ -71,6 +72,21 @@ class Tacotron2Config:
     """Synthesis stops after ``max_frames_per_token * L + extra_frames`` frames if the stop token never fires."""
     max_frames: int = 3000
     """Hard cap on generated frames per call (~35 s at 86 frames/s): bounded synthesis."""
+
+    def __post_init__(self) -> None:
+        check_ranges(self, "model_config", {
+            **dict.fromkeys(("embedding_dim", "encoder_dim", "encoder_kernel", "attention_dim",
+                             "attention_location_filters", "attention_location_kernel", "attention_rnn_dim",
+                             "decoder_rnn_dim", "reduction_factor", "postnet_dim", "postnet_kernel",
+                             "max_frames_per_token", "max_frames"), POSITIVE),
+            **dict.fromkeys(("encoder_convs", "postnet_layers", "extra_frames"), AT_LEAST_0),
+            "prenet_dims": (lambda v: all(d >= 1 for d in v), "positive sizes"),
+            **dict.fromkeys(("encoder_dropout", "prenet_dropout", "rnn_dropout", "postnet_dropout", "stop_threshold"),
+                            PROBABILITY),
+            "guided_attention_sigma": (lambda v: finite(v) and v > 0, "a number > 0"),
+            **dict.fromkeys(("stop_pos_weight", "guided_attention_weight", "stop_loss_weight", "min_frames_per_token"),
+                            WEIGHT),
+        })
 
 
 PRESETS: dict[str, Tacotron2Config] = {

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from voicetrain.config import to_dict
-from voicetrain.run_config import RunConfig
+from voicetrain.voice_config import VoiceConfig
 
 
 def dataset_fingerprint(dataset_dir: Path) -> dict[str, Any]:
@@ -95,22 +95,24 @@ def _eval_summary(run: Path, checkpoint: Path) -> dict[str, Any] | None:
     }
 
 
-def build_card(*, name: str, version: str, run: Path | None, checkpoint: Path, step: int, run_cfg: RunConfig,
-               model_hparams: Any, n_parameters: int, created: str, package_version: str) -> dict[str, Any]:
-    dataset = dataset_fingerprint(Path(run_cfg.dataset)) if run_cfg.dataset else None
+def build_card(*, name: str, version: str, run: Path | None, checkpoint: Path, step: int, voice: VoiceConfig,
+               training: dict[str, Any], n_parameters: int, created: str, package_version: str) -> dict[str, Any]:
+    """``training``: the run's config as its checkpoint stores it (optim, train, dataset, finetune)."""
+    dataset = dataset_fingerprint(Path(training["dataset"])) if training.get("dataset") else None
+    ft = training.get("finetune") or training  # configs before the finetune section kept its keys at the top
     return {
         "name": name, "version": version, "created": created, "voicetrain_version": package_version,
-        "architecture": {"model": run_cfg.model, "preset": run_cfg.preset, "parameters": n_parameters,
-                         "hyperparameters": dataclasses.asdict(model_hparams),
-                         "vocoder": run_cfg.vocoder},
+        "architecture": {"model": voice.model, "preset": voice.preset, "parameters": n_parameters,
+                         "hyperparameters": dataclasses.asdict(voice.model_config),
+                         "vocoder": voice.vocoder},
         "training": {"run": str(run) if run else None, "checkpoint": checkpoint.name, "checkpoint_step": step,
-                     "optim": to_dict(run_cfg.optim), "train": to_dict(run_cfg.train),
+                     "optim": training.get("optim"), "train": training.get("train"),
                      **(_training_summary(run) if run else {})},
-        "base_model": run_cfg.init_from or None,
-        "frozen": list(run_cfg.frozen),
+        "base_model": ft.get("init_from") or None,
+        "frozen": list(ft.get("frozen") or []),
         "dataset": dataset,
-        "speakers": list(run_cfg.speakers),
-        "audio": to_dict(run_cfg.audio), "text": to_dict(run_cfg.text),
+        "speakers": list(voice.speakers),
+        "audio": to_dict(voice.audio), "text": to_dict(voice.text),
         "evaluation": _eval_summary(run, checkpoint) if run else None,
     }
 

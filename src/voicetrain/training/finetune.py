@@ -37,10 +37,9 @@ from voicetrain.data.manifest import PreparedDataset
 from voicetrain.fileio import atomic_write_json, atomic_write_text
 from voicetrain.inference.checkpoint import find_checkpoint, load_model, model_state_from_checkpoint, load_checkpoint_safe
 from voicetrain.registry.store import BUILTIN
-from voicetrain.run_config import OptimConfig, RunConfig, TrainConfig
+from voicetrain.run_config import STRATEGIES, FinetuneConfig, OptimConfig, RunConfig, TrainConfig
+from voicetrain.voice_config import VOICE_KEYS, VoiceConfig
 
-STRATEGIES = ("speaker-embedding", "freeze-encoder", "full")
-SPEAKER_INITS = ("nearest", "mean")
 CENTROIDS = "speaker_centroids.json"
 """A bundle file: each base speaker's resemblyzer centroid (L2-normed mean d-vector of its clips)."""
 
@@ -51,34 +50,13 @@ STRATEGY_DEFAULTS: dict[str, dict] = {
     "freeze-encoder": {"lr": 1e-3, "warmup_steps": 50},
     "full": {"lr": 5e-4, "warmup_steps": 50},
 }
+FINETUNE_TRAIN = TrainConfig(max_steps=2000, val_every_steps=100, checkpoint_every_steps=100, sample_every_steps=500,
+                             early_stopping_patience=5)
+"""A fine-tune's loop unless told otherwise (``voicetrain finetune``'s defaults)."""
 
 
 class IncompatibleBaseError(ConfigError):
     """The dataset cannot be fine-tuned from this base; the message says exactly why."""
-
-
-@dataclass(frozen=True)
-class FinetuneConfig:
-    strategy: str = "full"
-    """``full`` is the measured best at 3 minutes of audio and 3 minutes of training (bench/finetune.py)."""
-    speaker_init: str = "nearest"
-    """How a new speaker's row of the speaker table starts: ``nearest`` base speaker, or ``mean`` of the rows."""
-    speaker_name: str = ""
-    """Name for the dataset's speaker in the voice's speaker table (single-speaker datasets)."""
-    freeze: list[str] = dataclasses.field(default_factory=list)
-    lr: float | None = None
-    max_steps: int = 2000
-    max_minutes: float | None = None
-    batch_size: int = 16
-    val_every_steps: int = 100
-    early_stopping_patience: int = 5
-    threads: int = 0
-    seed: int = 0
-    snapshot_minutes: list[float] = dataclasses.field(default_factory=list)
-    quality_sentences: int = 8
-    """As TrainConfig.quality_sentences: score the new voice at every validation and keep its best by quality."""
-    max_new_symbols: int = 3
-    """Phoneme symbols the base never saw that fine-tuning may add as new rows; more is an error."""
 
 
 def unseen_symbols(base_symbols, ds: PreparedDataset) -> dict[str, int]:
@@ -93,7 +71,7 @@ def unseen_symbols(base_symbols, ds: PreparedDataset) -> dict[str, int]:
     return unseen
 
 
-def check_compatible(base_cfg: RunConfig, base_symbols, ds: PreparedDataset, max_new_symbols: int = 0) -> None:
+def check_compatible(base_cfg: VoiceConfig, base_symbols, ds: PreparedDataset, max_new_symbols: int = 0) -> None:
     """Raise IncompatibleBaseError naming every mismatch between the base and the dataset.
 
     Up to ``max_new_symbols`` phoneme symbols the base never saw are allowed (fine-tuning learns them
@@ -127,7 +105,7 @@ class Base:
 
     path: Path
     """The checkpoint file or the bundle folder."""
-    run_cfg: RunConfig
+    voice: VoiceConfig
     symbols: object  # SymbolTable
     stats: FeatureStats
     model: torch.nn.Module
@@ -135,6 +113,8 @@ class Base:
     """float32 weights (a bundle's fp16 weights are widened here)."""
     centroids: dict[str, np.ndarray] | None
     """Speaker-encoder centroid of each base speaker, when the base carries them."""
+    dataset: str = ""
+    """The dataset the base was trained on, as its config recorded it ('' when it does not say)."""
 
 
 def load_base(base: str | os.PathLike | None) -> Base:
@@ -151,7 +131,8 @@ def load_base(base: str | os.PathLike | None) -> Base:
         ckpt_path = find_checkpoint(p, "best")
         loaded = load_model(ckpt_path)
         state = model_state_from_checkpoint(load_checkpoint_safe(ckpt_path))
-        return Base(Path(ckpt_path), loaded.run_cfg, loaded.symbols, loaded.stats, loaded.model, state, None)
+        return Base(Path(ckpt_path), loaded.voice, loaded.symbols, loaded.stats, loaded.model, state, None,
+                    str(loaded.run_config.get("dataset") or ""))
     if not p.exists() and (os.sep in str(base) or str(base).endswith((".ckpt", ".safetensors"))):
         raise FileNotFoundError(f"--from {base}: no such run folder, checkpoint or bundle")
     parts = load_bundle_parts(resolve_voice(str(base) if not p.is_dir() else p))
@@ -161,7 +142,9 @@ def load_base(base: str | os.PathLike | None) -> Base:
     if cpath.is_file():
         raw = json.loads(cpath.read_text(encoding="utf-8"))
         centroids = {k: np.asarray(v, dtype=np.float32) for k, v in raw.items()}
-    return Base(parts.path, parts.run_cfg, parts.symbols, parts.stats, parts.model, state, centroids)
+    old_run_config = parts.info.get("run_config")  # bundles before VoiceConfig embed the whole run config
+    dataset = str(old_run_config.get("dataset") or "") if isinstance(old_run_config, dict) else ""
+    return Base(parts.path, parts.voice, parts.symbols, parts.stats, parts.model, state, centroids, dataset)
 
 
 def speaker_centroids(ds: PreparedDataset, encoder, per_speaker: int = 10, split: str = "train") -> dict[str, np.ndarray]:
@@ -197,7 +180,7 @@ def _base_centroids(base: Base, encoder, console: Console) -> dict[str, np.ndarr
     """The base's shipped centroids, or computed from the base run's dataset when it is still there."""
     if base.centroids is not None:
         return base.centroids
-    ds_path = getattr(base.run_cfg, "dataset", "") or ""
+    ds_path = base.dataset
     if ds_path and (Path(ds_path) / "dataset.yaml").exists():
         console.print(f"speaker init: measuring the base speakers' voices from {ds_path}")
         return speaker_centroids(PreparedDataset.open(ds_path), encoder, per_speaker=5)
@@ -251,28 +234,26 @@ class _Setup:
             f"{k} ({v:,})" for k, v in self.report.items()) + f"; frozen: {', '.join(self.frozen) or 'nothing'}")
 
 
-def finetune(dataset_dir: str | os.PathLike, base: str | os.PathLike, run_dir: str | os.PathLike,
-             ft: FinetuneConfig, console: Console | None = None, resume: bool | str = "auto"):
-    """Fine-tune ``base`` (a run folder or checkpoint) on a prepared dataset into ``run_dir``."""
-    from voicetrain.training.train import train
+def finetune(dataset_dir: str | os.PathLike, base: str | os.PathLike | None, run_dir: str | os.PathLike,
+             ft: FinetuneConfig = FinetuneConfig(), train: TrainConfig = FINETUNE_TRAIN, lr: float | None = None,
+             console: Console | None = None, resume: bool | str = "auto"):
+    """Fine-tune ``base`` (None: ``builtin``; a run folder, checkpoint, NAME or bundle) on a prepared dataset into
+    ``run_dir``. ``ft`` is the run's ``finetune`` section, ``train`` its loop; ``lr`` None is the strategy's."""
+    from voicetrain.training.train import train as train_run
 
     console = console or Console(stderr=True)
     run_dir = Path(run_dir)
-    if ft.strategy not in STRATEGIES:
-        raise ConfigError(f"unknown strategy {ft.strategy!r}; choose one of {', '.join(STRATEGIES)}")
-    if ft.speaker_init not in SPEAKER_INITS:
-        raise ConfigError(f"unknown speaker_init {ft.speaker_init!r}; choose one of {', '.join(SPEAKER_INITS)}")
     b = load_base(base)
     ckpt_path = b.path
     ds = PreparedDataset.open(dataset_dir)
-    check_compatible(b.run_cfg, b.symbols, ds, max_new_symbols=ft.max_new_symbols)
+    check_compatible(b.voice, b.symbols, ds, max_new_symbols=ft.max_new_symbols)
 
     ds_speakers = list(ds.info.speakers) or sorted({u.speaker for u in ds.manifest("train")})
     if ft.speaker_name and len(ds_speakers) != 1:
         raise ConfigError(f"--speaker-name renames a single speaker, but {ds.root} has {len(ds_speakers)}: {ds_speakers}")
     names = [ft.speaker_name] if ft.speaker_name else ds_speakers
     speaker_map = dict(zip(ds_speakers, names))
-    old = list(b.run_cfg.speakers)
+    old = list(b.voice.speakers)
     new = [n for n in names if n not in old]
     table = old + new
 
@@ -309,17 +290,12 @@ def finetune(dataset_dir: str | os.PathLike, base: str | os.PathLike, run_dir: s
     defaults = STRATEGY_DEFAULTS[ft.strategy]
     frozen = modules_to_freeze(b.model, ft.strategy, ft.freeze)
     trainable_rows = [table.index(n) for n in names] if ft.strategy == "speaker-embedding" else None
-    bc = b.run_cfg
-    cfg = dataclasses.replace(
-        bc, speakers=table, speaker_map=speaker_map, init_from=str(Path(ckpt_path).resolve()), frozen=frozen,
-        trainable_speakers=names if trainable_rows is not None else [], finetune_strategy=ft.strategy,
-        optim=OptimConfig(lr=ft.lr or defaults["lr"], warmup_steps=defaults["warmup_steps"], decay="constant"),
-        train=TrainConfig(batch_size=ft.batch_size, max_steps=ft.max_steps, max_minutes=ft.max_minutes,
-                          val_every_steps=ft.val_every_steps, checkpoint_every_steps=ft.val_every_steps,
-                          sample_every_steps=ft.val_every_steps * 5, early_stopping_patience=ft.early_stopping_patience,
-                          threads=ft.threads, seed=ft.seed, snapshot_minutes=list(ft.snapshot_minutes),
-                          quality_sentences=ft.quality_sentences),
-    )
+    cfg = RunConfig(
+        **{k: getattr(b.voice, k) for k in VOICE_KEYS}, optim=OptimConfig(
+            lr=lr or defaults["lr"], warmup_steps=defaults["warmup_steps"], decay="constant"), train=train,
+        finetune=dataclasses.replace(ft, init_from=str(Path(ckpt_path).resolve()), frozen=frozen,
+                                     trainable_speakers=names if trainable_rows is not None else []))
+    cfg = dataclasses.replace(cfg, speakers=table, speaker_map=speaker_map)
     run_dir.mkdir(parents=True, exist_ok=True)
     if (run_dir / "config.yaml").exists() and (run_dir / "checkpoints" / "last.ckpt").exists() and resume:
         cfg = load_yaml(RunConfig, run_dir / "config.yaml")  # resume exactly as configured
@@ -328,9 +304,9 @@ def finetune(dataset_dir: str | os.PathLike, base: str | os.PathLike, run_dir: s
     atomic_write_text(run_dir / "base.txt", f"{Path(ckpt_path).resolve()}\n")
     if new:
         atomic_write_json(run_dir / "speaker_init.json", init_report)
-    console.print(f"fine-tuning {bc.model} from {ckpt_path} ({ft.strategy}); speakers: {old} + new {new}")
-    setup = _Setup(list(cfg.frozen), [table.index(n) for n in cfg.trainable_speakers] or None, console)
-    result = train(dataset_dir, run_dir, cfg, resume=resume, console=console, init_state=state, setup_model=setup)
+    console.print(f"fine-tuning {b.voice.model} from {ckpt_path} ({ft.strategy}); speakers: {old} + new {new}")
+    setup = _Setup(list(cfg.finetune.frozen), [table.index(n) for n in cfg.finetune.trainable_speakers] or None, console)
+    result = train_run(dataset_dir, run_dir, cfg, resume=resume, console=console, init_state=state, setup_model=setup)
     result.extra["trainable_parameters"] = setup.report
     result.extra["speaker_init"] = init_report
     return result

@@ -60,7 +60,7 @@ class TTSLightningModule(ResumableModule, L.LightningModule):
             set_step(int(self.global_step))
         # frozen modules run as at synthesis (no dropout): the trainable part learns
         # against the network it will be used with; Lightning resets train() each epoch
-        for name in self.run_cfg.frozen:
+        for name in self.run_cfg.finetune.frozen if self.run_cfg.finetune else ():
             getattr(self.model, name).eval()
 
     def training_step(self, batch: Batch, batch_idx: int):

@@ -36,7 +36,7 @@ from voicetrain.data.manifest import PreparedDataset
 from voicetrain.fileio import atomic_write_text
 from voicetrain.inference.checkpoint import find_checkpoint
 from voicetrain.inference.synthesizer import Synthesizer
-from voicetrain.models.registry import MODELS, build_model, model_config
+from voicetrain.models.registry import MODELS, build_model
 from voicetrain.run_config import RunConfig
 from voicetrain.text.symbols import SymbolTable
 from voicetrain.training.loop import (
@@ -106,7 +106,6 @@ def prepare_run(dataset_dir: str | os.PathLike, run_dir: str | os.PathLike, cfg:
         if old.model != cfg.model or old.model_config != cfg.model_config or old.preset != cfg.preset:
             raise ConfigError(f"{run_dir} already holds a {old.model}/{old.preset} run with other model settings; "
                               "use a new --out folder or the same settings to resume")
-    model_config(cfg.model, cfg.preset, cfg.model_config)  # validates overrides early
     save_yaml(cfg, existing)
     return ds, cfg, symbols, stats
 
@@ -378,8 +377,7 @@ def _train(dataset_dir, run_dir, cfg: RunConfig, *, resume, dry_run, console, in
     on_gpu = torch.cuda.is_available() and cfg.train.accelerator in ("auto", "gpu", "cuda")
 
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
-    mcfg = model_config(cfg.model, cfg.preset, cfg.model_config)
-    model = build_model(cfg.model, mcfg, len(symbols), cfg.audio.n_mels, len(cfg.speakers))
+    model = build_model(cfg.model, cfg.model_config, len(symbols), cfg.audio.n_mels, len(cfg.speakers))
     if init_state is not None:
         model.load_state_dict(init_state)
     if setup_model is not None:

@@ -146,7 +146,7 @@ def generate_teacher_forced_mels(acoustic: str | os.PathLike, ds: PreparedDatase
     if not todo:
         return source
     loaded = load_model(ckpt)
-    run_cfg = loaded.run_cfg
+    run_cfg = loaded.voice  # the acoustic voice: its audio settings and speakers
     check_compatible(run_cfg.audio, ds.info.audio, f"(acoustic run {acoustic})")
     spk = {s: i for i, s in enumerate(run_cfg.speakers)}
     for ds_name, name in run_cfg.speaker_map.items():

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from voicetrain.config import AudioConfig
+from voicetrain.config import AT_LEAST_0, POSITIVE, WEIGHT, AudioConfig, check_ranges, finite
 from voicetrain.vocoders.base import Vocoder
 
 
@@ -46,6 +46,13 @@ class VocosConfig:
     max_log_magnitude: float = math.log(100.0)
     """Predicted log-magnitudes are clipped here before exp: an untrained or diverging network
     must not produce inf audio (Vocos clips the magnitude at 1e2)."""
+
+    def __post_init__(self) -> None:
+        check_ranges(self, "model_config", {
+            **dict.fromkeys(("dim", "intermediate_dim", "kernel", "input_kernel"), POSITIVE),
+            "layers": AT_LEAST_0, "layer_scale_init": WEIGHT,
+            "max_log_magnitude": (lambda v: finite(v), "a finite number"),
+        })
 
 
 PRESETS: dict[str, VocosConfig] = {
