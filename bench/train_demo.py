@@ -154,13 +154,16 @@ def train_one(args, ds: Path, run: Path, marks: list[float], sets: list[str]) ->
     if proc.returncode != 0:
         raise SystemExit(f"training failed ({' '.join(cmd)}):\n{proc.stdout[-3000:]}")
     res = json.loads((run / "result.json").read_text())
-    batch = args.batch_size or 16
+    import yaml
+
+    saved = yaml.safe_load((run / "config.yaml").read_text())  # what the run used (a variant may set it)
+    batch = int(saved["train"]["batch_size"])
     est = res.get("estimate") or {}
-    return {"steps": res["steps"], "train_wall_s": round(res["wall_seconds"], 1), "process_wall_s": round(whole, 1),
+    return {"batch_size": batch, "steps": res["steps"], "train_wall_s": round(res["wall_seconds"], 1), "process_wall_s": round(whole, 1),
             "samples_per_s": round(res["samples_per_second"], 2),
             "samples_per_s_whole_run": round(res["steps"] * batch / whole, 2),
             "peak_rss_mb": round(res["peak_rss_mb"], 1), "threads": est.get("threads"),
-            "precision": est.get("precision"), "estimate_s_per_step": est.get("measured"),
+            "precision": saved["train"]["precision"], "estimate_s_per_step": est.get("measured"),
             "run_mb": dir_mb(run), "checkpoints_mb": dir_mb(run / "checkpoints"),
             "load_avg_before": round(load_before, 2), "load_avg_after_train": round(load_avg(), 2)}
 
@@ -293,7 +296,7 @@ def main(argv=None) -> None:
     for name, sets, run, fig in trained:
         curve, extra = score_run(ev, run, sentences, centroid, real)
         line = {"bench": "train_demo", "name": name, "set": sets, "voice": args.voice, "model": args.model,
-                "preset": args.preset, "params": extra["params"], "batch_size": args.batch_size or 16,
+                "preset": args.preset, "params": extra["params"],
                 "minutes_cap": args.minutes, **fig, "curve": curve,
                 "real": real, "griffin_lim_copy_of_real": gl_copy,
                 "held_out": f"{len(sentences)} Harvard sentences", "utterances": args.utterances,
