@@ -64,6 +64,9 @@ class TrainConfig(LoopConfig):
     """Also log DNSMOS of those sentences (not part of the score; ~0.3 s per sentence)."""
     quality_reference_clips: int = 10
     """Training clips per speaker whose mean speaker embedding is the target of speaker similarity."""
+    short_first_epochs: int = 0
+    """Curriculum: for this many epochs, train on the shortest utterances only, a share growing linearly from 30%
+    to all of them (each epoch still shuffles its length buckets). 0 = off."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -75,6 +78,7 @@ class TrainConfig(LoopConfig):
             "early_stopping_patience": (lambda v: v >= 0, "0 (off) or a number of validations"),
             "quality_sentences": (lambda v: v >= 0, "0 (off) or a number of sentences"),
             "quality_reference_clips": at_least_1,
+            "short_first_epochs": (lambda v: v >= 0, "0 (off) or a number of epochs"),
         })
 
 

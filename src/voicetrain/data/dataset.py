@@ -239,7 +239,7 @@ class BucketBatchSampler(Sharded, Sampler[list[int]]):
 
     def __init__(self, lengths: list[int], batch_size: int, seed: int = 0, shuffle: bool = True,
                  drop_last: bool = False, skip: tuple[int, int] | None = None, *, shard: bool | None = None,
-                 rank: int | None = None, world_size: int | None = None):
+                 rank: int | None = None, world_size: int | None = None, short_first_epochs: int = 0):
         self.shard = shuffle if shard is None else shard
         self.rank, self.world_size = rank, world_size
         self.skip = skip
@@ -248,6 +248,8 @@ class BucketBatchSampler(Sharded, Sampler[list[int]]):
         self.seed = seed
         self.shuffle = shuffle
         self.drop_last = drop_last
+        self.short_first_epochs = short_first_epochs
+        """Curriculum: epoch e < this trains on the shortest share 0.3 + 0.7 e / this of the utterances."""
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -273,6 +275,9 @@ class BucketBatchSampler(Sharded, Sampler[list[int]]):
         else:
             keys = np.asarray(self.lengths, dtype=np.float64)
         order = idx[np.argsort(keys, kind="stable")]
+        if self.shuffle and self.epoch < self.short_first_epochs:  # short utterances first (curriculum)
+            share = 0.3 + 0.7 * self.epoch / self.short_first_epochs
+            order = order[: max(self.batch_size, int(round(share * len(order))))]
         batches = [order[i:i + self.batch_size].tolist() for i in range(0, len(order), self.batch_size)]
         if self.drop_last and batches and len(batches[-1]) < self.batch_size and len(batches) > 1:
             batches.pop()

@@ -131,7 +131,8 @@ def make_loaders(ds: PreparedDataset, cfg: RunConfig, symbols: SymbolTable, stat
     bs = min(cfg.train.batch_size, len(train_set))
     if isinstance(skip, ResumePoint):
         skip = skip.skip_for(bs)
-    sampler = BucketBatchSampler(train_set.lengths, bs, seed=cfg.train.seed, shuffle=True, skip=skip)
+    sampler = BucketBatchSampler(train_set.lengths, bs, seed=cfg.train.seed, shuffle=True, skip=skip,
+                                 short_first_epochs=cfg.train.short_first_epochs)
     train_loader = DataLoader(train_set, batch_sampler=sampler, collate_fn=padded_collate,
                               num_workers=cfg.train.num_workers, persistent_workers=cfg.train.num_workers > 0)
     val_sampler = BucketBatchSampler(val_set.lengths, bs, shuffle=False)
