@@ -5,10 +5,17 @@ Heavy imports happen inside each command so `voicetrain --help` stays fast.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Optional
 
 import typer
+
+# OpenMP threads waiting for work sleep instead of spinning. On a CPU shared with other work (2 cores, a browser,
+# a test suite), spinning threads made a 2-thread training step 4-8x slower (bench/omp_wait.py, BENCHMARKS.md).
+# Only takes effect before torch loads its OpenMP runtime, so it is set here, at the entry point; a user's value
+# is kept.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 app = typer.Typer(
     add_completion=False,

@@ -1,0 +1,91 @@
+"""Training step time under OpenMP's wait policies, on a quiet CPU and on one shared with other work; one JSON line.
+
+torch's OpenMP threads spin while they wait for work unless OMP_WAIT_POLICY=PASSIVE. On a small machine shared
+with anything else (here: ``--busy`` CPU-bound processes at nice 19, as a browser or a test suite would be) a
+spinning thread holds a core the other work wanted, and the step waits for the one that lost it. Each
+configuration runs in its own process (the policy is read when torch loads its OpenMP runtime); the
+configurations alternate ``--rounds`` times and the median step of each is reported, with its ratio to the
+default (unset) policy at the same thread count.
+
+    .venv/bin/python bench/omp_wait.py [--threads 1,2] [--busy 0] [--rounds 3] [--precision bf16-mixed]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+CHILD = r"""
+import itertools, json, sys, time, torch
+from voicetrain.run_config import RunConfig
+from voicetrain.training.train import prepare_run, make_loaders
+from voicetrain.models.registry import build_model
+torch.set_num_threads(int(sys.argv[2]))
+bf16 = sys.argv[3] == "bf16-mixed"
+ds, cfg, symbols, stats = prepare_run(sys.argv[1], sys.argv[4], RunConfig())
+_, _, loader, _ = make_loaders(ds, cfg, symbols, stats)
+batches = list(itertools.islice(iter(loader), 9))
+torch.manual_seed(0)
+m = build_model(cfg.model, cfg.model_config, len(symbols), cfg.audio.n_mels, 1).train()
+m.set_training_step(1000)  # full dropout, as most of a run
+opt = torch.optim.AdamW(m.parameters(), lr=1e-3)
+times = []
+for i, b in enumerate(batches):
+    t = time.perf_counter()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        out = m(b.tokens, b.token_lens, b.mels, b.mel_lens, b.pitch, b.voiced, b.energy, b.speakers)
+        loss = m.loss(out, b.mels, b.mel_lens, b.token_lens, step=1000)["loss"]
+    opt.zero_grad(); loss.backward(); opt.step()
+    if i:
+        times.append(time.perf_counter() - t)
+print(json.dumps(times))
+"""
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--busy", type=int, default=0, help="CPU-bound processes at nice 19 beside the steps")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--precision", default="bf16-mixed")
+    ap.add_argument("--work", default="/tmp/voicetrain-bench")
+    args = ap.parse_args(argv)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from train_demo import ensure_dataset
+
+    ds = ensure_dataset(Path(args.work), 300)
+    busy = [subprocess.Popen(["nice", "-n", "19", sys.executable, "-c", "while True: pass"])
+            for _ in range(args.busy)]
+    configs = [(t, p) for t in (int(x) for x in args.threads.split(",")) for p in ("default", "PASSIVE")]
+    steps: dict[str, list[float]] = {f"{t}:{p}": [] for t, p in configs}
+    load_before = os.getloadavg()[0]
+    try:
+        time.sleep(2 if busy else 0)
+        for _ in range(args.rounds):
+            for t, p in configs:
+                env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+                env["OMP_NUM_THREADS"] = str(t)
+                if p != "default":
+                    env["OMP_WAIT_POLICY"] = p
+                out = subprocess.run([sys.executable, "-c", CHILD, str(ds), str(t), args.precision,
+                                      f"/tmp/omp-wait-{t}-{p}"], env=env, check=True, capture_output=True, text=True)
+                steps[f"{t}:{p}"] += json.loads(out.stdout.strip().splitlines()[-1])
+    finally:
+        for b in busy:
+            b.kill()
+    med = {k: round(statistics.median(v), 4) for k, v in steps.items()}
+    ratio = {f"{t}:PASSIVE_vs_default": round(med[f"{t}:PASSIVE"] / med[f"{t}:default"], 3)
+             for t in {t for t, _ in configs}}
+    print(json.dumps({"bench": "omp_wait", "precision": args.precision, "busy_processes": args.busy,
+                      "median_s_per_step": med, "ratio": ratio, "steps_each": len(next(iter(steps.values()))),
+                      "load_avg_before": round(load_before, 2), "machine": f"{os.cpu_count()} cpu"}))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
