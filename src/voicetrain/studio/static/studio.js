@@ -306,9 +306,22 @@ async function loadEnough() {
     }
     m.append(el("p", { textContent: "Record these next:" }), ul);
   }
-  const body = $("#enough-measured tbody");
+  // what the shipped measured curve (data/enough.py) says a run reaches at this many minutes
+  const body = $("#enough-reach tbody");
   body.innerHTML = "";
-  for (const x of r.measured) body.append(el("tr", {}, el("td", { textContent: x.what }), el("td", { textContent: `${x.result} (${x.source})` })));
+  const x = r.reach;
+  $("#enough-reach-at").textContent = x ? `at ${x.measured_minutes} min of audio` + (x.below_measured ? " (more than you have)" : "") : "";
+  $("#enough-source").textContent = x ? "Source: " + x.source : "";
+  const signed = (v, d) => (v >= 0 ? "+" : "") + v.toFixed(d);
+  for (const row of x ? x.rows : []) {
+    const tr = el("tr", {}, el("td", { textContent: row.run === "finetune" ? "fine-tune the shipped base" : "train from scratch" }),
+      el("td", { textContent: `${row.audio_minutes} min audio, ${row.train_minutes} min training` }),
+      el("td", { textContent: `${row.cer_ratio.toFixed(2)}x` }), el("td", { textContent: signed(row.similarity_gap, 3) }),
+      el("td", { textContent: signed(row.dnsmos_gap, 2) }));
+    tr.dataset.run = row.run;
+    tr.title = row.text;
+    body.append(tr);
+  }
 }
 
 // ------------------------------------------------------------------ train
