@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from voicetrain.serving.guard import describe_errors, detail_error, refuse
 from voicetrain.studio.checks import TakeChecker, TakeError
 from voicetrain.studio.enough import Coverage
-from voicetrain.studio.jobs import Jobs, TrainRequest
+from voicetrain.studio.jobs import FINETUNE_FLAGS, Jobs, TrainRequest
 from voicetrain.studio.project import NotFoundError, Project, ProjectError, check_id
 from voicetrain.studio.runs import SynthCache, checkpoint_files, run_summary
 
@@ -276,6 +276,7 @@ def create_app(project: str | os.PathLike | Project, *, api_key: str | None = No
         caps = await anyio.to_thread.run_sync(studio.jobs.capabilities)
         return {"finetune_available": not caps.finetune_needs_from, "finetune_dry_run": caps.finetune_dry_run,
                 "piper_export": caps.piper_export, "good_takes": len(studio.good_takes()),
+                "finetune_settings": list(FINETUNE_FLAGS),
                 "presets": ["cpu", "gpu", "tiny"]}
 
     def train_request(name: str, body: TrainBody) -> TrainRequest:
@@ -408,15 +409,17 @@ def create_app(project: str | os.PathLike | Project, *, api_key: str | None = No
                 card = json.loads((st.resolve(f"{b.name}@{b.version}") / "card.json").read_text(encoding="utf-8"))
             except (OSError, ValueError):
                 pass
+            snips = await voice_snippets(b.name, b.version)
             out.append({"name": b.name, "version": b.version, "created": b.created, "note": card.get("note", ""),
                         "checkpoint": (card.get("training") or {}).get("checkpoint"),
-                        "snippet": snippet(b.name, b.version)})
+                        "snippet": snips["curl"], "snippets": snips})
         return {"voices": out, "store": str(proj.store_dir)}
 
-    def snippet(name: str, version: str) -> str:
-        return (f"voicetrain serve {name}@{version} --store {proj.store_dir} --port 8000 &\n"
-                "curl -s -X POST http://127.0.0.1:8000/v1/synthesize -H 'Content-Type: application/json' \\\n"
-                f"  -d '{{\"text\": \"Hello from my own voice.\", \"voice\": \"{name}@{version}\"}}' -o hello.wav")
+    async def voice_snippets(name: str, version: str) -> dict[str, str]:
+        from voicetrain.studio.snippets import snippets
+
+        caps = await anyio.to_thread.run_sync(studio.jobs.capabilities)
+        return snippets(name, version, proj.store_dir, piper=caps.piper_export)
 
     @app.post("/api/voices")
     async def register(body: RegisterBody):
@@ -436,7 +439,8 @@ def create_app(project: str | os.PathLike | Project, *, api_key: str | None = No
                 source, body.name, "last" if which == "last" else "best", store(), note=body.note))
         except (RegistryError, CheckpointError, ConfigError) as e:
             return error(422, str(e))
-        return {"name": path.parent.name, "version": path.name, "snippet": snippet(path.parent.name, path.name)}
+        snips = await voice_snippets(path.parent.name, path.name)
+        return {"name": path.parent.name, "version": path.name, "snippet": snips["curl"], "snippets": snips}
 
     @app.get("/api/voices/{name}/{version}/bundle.zip")
     async def bundle_zip(name: str, version: str):
@@ -469,10 +473,13 @@ def create_app(project: str | os.PathLike | Project, *, api_key: str | None = No
         return zip_download(out, f"{name}-{version}-piper")
 
     @app.get("/api/voices/{name}/{version}/snippet", response_class=PlainTextResponse)
-    async def voice_snippet(name: str, version: str):
+    async def voice_snippet(name: str, version: str, kind: str = "curl"):
         check_id(name, "voice name")
         check_id(version, "version")
-        return snippet(name, version)
+        snips = await voice_snippets(name, version)
+        if kind not in snips:
+            return error(422, f"kind {kind!r}: choose one of {', '.join(snips)}")
+        return snips[kind]
 
     if check_on_start:
         threading.Thread(target=studio.check_unchecked, daemon=True, name="studio-recheck").start()

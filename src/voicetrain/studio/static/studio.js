@@ -340,7 +340,7 @@ for (const r of document.querySelectorAll("input[name=mode]")) r.addEventListene
 async function loadTrain() {
   const o = await api("/api/train/options");
   $("#mode-finetune").disabled = !o.finetune_available;
-  $("#finetune-note").textContent = o.finetune_available ? "" :
+  $("#finetune-note").textContent = o.finetune_available ? `More settings when fine-tuning: only ${o.finetune_settings.join(", ")}.` :
     "No shipped base model in this install: fine-tuning is not available here (train from scratch, or use `voicetrain finetune --from RUN` on the command line).";
   const r = await api("/api/runs");
   const ul = $("#run-list");
@@ -554,14 +554,22 @@ async function loadKeep() {
   const box = $("#voices");
   box.innerHTML = "";
   if (!r.voices.length) box.append(el("p", { className: "muted", textContent: `no voices yet (store: ${r.store})` }));
+  const kinds = { curl: "curl (voicetrain serve)", home_assistant: "Home Assistant (Wyoming)", piper: "Home Assistant's Piper add-on (the Piper download)" };
   for (const v of r.voices) {
-    const copy = el("button", { textContent: "Copy" });
-    copy.onclick = guard(async () => { await copyText(v.snippet); toast("copied"); });
+    const snippets = el("div");
+    for (const [kind, label] of Object.entries(kinds)) {
+      if (!v.snippets[kind]) continue;
+      const copy = el("button", { textContent: "Copy" });
+      copy.onclick = guard(async () => { await copyText(v.snippets[kind]); toast("copied"); });
+      const box = el("div", { className: "snippet" }, el("pre", { textContent: v.snippets[kind] }), copy);
+      box.dataset.kind = kind;
+      snippets.append(el("div", { className: "muted", textContent: label }), box);
+    }
     const links = el("div", {}, el("a", { href: withKey(`/api/voices/${v.name}/${v.version}/bundle.zip`), textContent: "Download bundle" }));
     if (opts.piper_export) links.append(" · ", el("a", { href: withKey(`/api/voices/${v.name}/${v.version}/piper.zip`), textContent: "Download for Piper" }));
     const div = el("div", { className: "voice" }, el("b", { textContent: `${v.name}@${v.version}` }),
       el("span", { className: "muted", textContent: `  ${v.created} · ${v.checkpoint || ""}` }),
-      el("div", { textContent: v.note || "" }), links, el("div", { className: "snippet" }, el("pre", { textContent: v.snippet }), copy));
+      el("div", { textContent: v.note || "" }), links, snippets);
     div.dataset.voice = `${v.name}@${v.version}`;
     box.append(div);
   }
