@@ -148,7 +148,14 @@ async function openMic() {
   let peakHold = 0;
   proc.onaudioprocess = (e) => {
     const x = e.inputBuffer.getChannelData(0);
-    if (mic.capturing) chunks.push(new Float32Array(x));
+    if (mic.capturing) {
+      chunks.push(new Float32Array(x));
+      mic.seconds += x.length / ctx.sampleRate;
+      // how much this take holds so far: shown beside the meter (and read by the browser test, which stops
+      // each take once the spoken file is in it, rather than after a wall-clock guess)
+      document.body.dataset.captured = mic.seconds.toFixed(2);
+      $("#take-seconds").textContent = `● ${mic.seconds.toFixed(1)} s`;
+    }
     let peak = 0, sum = 0;
     for (let i = 0; i < x.length; i++) { const a = Math.abs(x[i]); if (a > peak) peak = a; sum += x[i] * x[i]; }
     peakHold = Math.max(peak, peakHold * 0.95);
@@ -156,7 +163,7 @@ async function openMic() {
   };
   src.connect(proc);
   proc.connect(ctx.destination);
-  const mic = { stream, ctx, chunks, capturing: false,
+  const mic = { stream, ctx, chunks, capturing: false, seconds: 0,
     async close() { stream.getTracks().forEach((t) => t.stop()); proc.disconnect(); await ctx.close(); drawMeter(0, 0); } };
   return mic;
 }
@@ -194,6 +201,7 @@ async function startRecording() {
   if (recorder) return;
   if (monitor) { await monitor.close(); monitor = null; $("#btn-mic").textContent = "Test microphone"; }
   recorder = await openMic();
+  document.body.dataset.captured = "0";
   recorder.capturing = true;
   recorder.prompt = prompts[current].id;
   $("#btn-record").disabled = true;
@@ -211,6 +219,7 @@ async function stopRecording() {
   $("#btn-record").disabled = false;
   $("#btn-stop").disabled = true;
   document.body.dataset.recording = "false";
+  $("#take-seconds").textContent = "";
   const wav = encodeWav(r.chunks, rate);
   const id = r.prompt;
   takesById[id] = { id, verdict: null };
@@ -396,7 +405,7 @@ function watch(name, cb) {
     if (!r.job || !["running", "stopping"].includes(r.job.status)) { clearInterval(poller); poller = null; }
   });
   tick();
-  poller = setInterval(tick, 2000);
+  poller = setInterval(tick, 1000);  // a local app: reading the run folder once a second costs little
 }
 
 function renderRun(r) {
@@ -541,13 +550,18 @@ $("#btn-ab").onclick = guard(async () => {
 });
 
 // ------------------------------------------------------------------ keep
+let keepNameTouched = false;
+$("#keep-name").addEventListener("focus", () => { keepNameTouched = true; });
+
 async function loadKeep() {
   const runs = await runNames();
   await fillRunSelect($("#keep-run"), runs);
   await loadKeepCkpts();
-  if (!$("#keep-name").value) {
+  if (!$("#keep-name").value && !keepNameTouched) {
     const speaker = (await api("/api/state")).speaker;
-    if (!$("#keep-name").value) $("#keep-name").value = speaker;  // the user may have typed a name meanwhile
+    // the user may have started typing meanwhile: a focused field is theirs (setting it between a select-all and
+    // the typed text would glue the two together)
+    if (!$("#keep-name").value && !keepNameTouched) $("#keep-name").value = speaker;
   }
   const r = await api("/api/voices");
   const opts = await api("/api/train/options");
