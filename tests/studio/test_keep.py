@@ -161,7 +161,7 @@ def test_keep_snippets_serve_the_voice_to_home_assistant_as_they_say(finetuned, 
     assert c.get("/api/voices/myvoice/v1/snippet", params={"kind": "home_assistant"}).text == snips["home_assistant"]
     assert c.get("/api/voices/myvoice/v1/snippet", params={"kind": "nope"}).status_code == 422
     ha = snips["home_assistant"]
-    assert "Wyoming Protocol" in ha and "Host:" in ha and "Port: 10200" in ha and "Voice: myvoice@v1" in ha
+    assert "Wyoming Protocol" in ha and "Host:" in ha and "Port: 10200" in ha and "Voice: myvoice (id myvoice@v1)" in ha
     # the Piper snippet names the files the download holds and the folder the add-on reads
     piper = snips["piper"]
     assert "myvoice-v1-piper/myvoice.onnx myvoice-v1-piper/myvoice.onnx.json /share/piper/" in piper
@@ -206,7 +206,9 @@ def test_keep_snippets_serve_the_voice_to_home_assistant_as_they_say(finetuned, 
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=60)
     (program,) = info.tts
+    # what Home Assistant shows: the program's name for the entity, each voice's description, its id when asked
     assert program.name == "voicetrain" and [tv.name for tv in program.voices] == ["myvoice@v1"]
+    assert program.voices[0].description.startswith("myvoice ")
     # no speaker named (Home Assistant's assistant names none): the fine-tuned speaker, not the base's first
     voice = load_voice("myvoice@v1", store=project / "models")
     own = voice.synthesize(text, speaker=voice.speakers[-1])[0]

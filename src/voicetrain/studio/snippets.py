@@ -3,8 +3,9 @@ over the Wyoming protocol, and the Piper export in Home Assistant's Piper add-on
 
 Where the Home Assistant steps come from (checked against their sources, not guessed):
 - Home Assistant's Wyoming Protocol integration is added with a host and a port (its config flow asks exactly
-  those two: homeassistant/components/wyoming/config_flow.py); its TTS entity offers the voices the server's
-  ``describe`` lists, which `voicetrain serve --wyoming` names as they are served (NAME@VERSION here).
+  those two: homeassistant/components/wyoming/config_flow.py); its TTS entity, named after the program
+  (``voicetrain``), offers the voices the server's ``describe`` lists, shown by their description (which starts
+  with the voice's name) and asked for by id, the name they are served under (NAME@VERSION here): its tts.py.
 - Piper's add-on runs ``wyoming_piper --data-dir /data --data-dir /share/piper`` (home-assistant/addons,
   piper/rootfs/.../piper/run), and wyoming-piper advertises every NAME.onnx + NAME.onnx.json pair found in a data
   folder as a custom voice called NAME (its tests/test_custom_voices.py). The Samba share add-on shows /share as
@@ -26,13 +27,14 @@ def curl(ref: str, store: Path) -> str:
             f"  -d '{{\"text\": \"Hello from my own voice.\", \"voice\": \"{ref}\"}}' -o hello.wav")
 
 
-def home_assistant(ref: str, store: Path) -> str:
+def home_assistant(name: str, version: str, store: Path) -> str:
+    ref = f"{name}@{version}"
     return (f"# 1. Serve {ref} over the Wyoming protocol (it has no API key: only on a network you trust)\n"
             f"voicetrain serve {ref} --store {store} --no-http --wyoming tcp://0.0.0.0:{WYOMING_PORT}\n"
             "# 2. Home Assistant: Settings > Devices & services > Add integration > Wyoming Protocol\n"
             f"#    Host: this computer's address on your network    Port: {WYOMING_PORT}\n"
             "# 3. Settings > Voice assistants > your assistant > Text-to-speech: voicetrain,\n"
-            f"#    Voice: {ref}")
+            f"#    Voice: {name} (id {ref})")
 
 
 def piper_addon(name: str, version: str) -> str:
@@ -52,7 +54,7 @@ def piper_addon(name: str, version: str) -> str:
 def snippets(name: str, version: str, store: Path, *, piper: bool) -> dict[str, str]:
     """{kind: text} for the voice NAME@VERSION; ``piper``: this install exports Piper voices."""
     ref = f"{name}@{version}"
-    out = {"curl": curl(ref, store), "home_assistant": home_assistant(ref, store)}
+    out = {"curl": curl(ref, store), "home_assistant": home_assistant(name, version, store)}
     if piper:
         out["piper"] = piper_addon(name, version)
     return out
