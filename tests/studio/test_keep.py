@@ -17,24 +17,14 @@ import pytest
 import soundfile as sf
 
 pytest.importorskip("fastapi")
-from fastapi.testclient import TestClient  # noqa: E402
-
-from voicetrain.studio.app import create_app  # noqa: E402
-from voicetrain.studio.checks import TakeChecker  # noqa: E402
-from tests.studio.test_train import job, wait_for  # noqa: E402
+from tests.studio.test_train import job, studio_with_demo_takes, wait_for  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def finetuned(tmp_path_factory, demo_corpus_dir):
     """A studio project whose run `ft` fine-tuned the shipped base for 3 steps, registered as myvoice@v1."""
     project = tmp_path_factory.mktemp("keep") / "proj"
-    c = TestClient(create_app(project, checker=TakeChecker(whisper=False), check_on_start=False))
-    rows = [line.split("|") for line in (demo_corpus_dir / "metadata.csv").read_text().splitlines() if line]
-    prompts = "".join(f"{r[0]}\t{r[1]}\n" for r in rows)
-    assert c.post("/api/prompts", content=prompts.encode(), headers={"content-type": "text/plain"}).status_code == 200
-    for r in rows:
-        v = c.post(f"/api/takes/{r[0]}", content=(demo_corpus_dir / "wavs" / f"{r[0]}.wav").read_bytes()).json()
-        assert v["verdict"]["status"] != "bad", v
+    c, _ = studio_with_demo_takes(project, demo_corpus_dir)
     opts = c.get("/api/train/options").json()
     # the shipped base is in this install, so the Train screen offers fine-tuning and the export offers Piper
     assert opts["finetune_available"] and opts["piper_export"], opts
