@@ -8,6 +8,7 @@ configurations alternate ``--rounds`` times and the median step of each is repor
 default (unset) policy at the same thread count.
 
     .venv/bin/python bench/omp_wait.py [--threads 1,2] [--busy 0] [--rounds 3] [--precision bf16-mixed]
+        [--policies default,PASSIVE,spin=10000]   (spin=N: GOMP_SPINCOUNT=N, libgomp's spin before it sleeps)
 """
 
 from __future__ import annotations
@@ -51,27 +52,31 @@ print(json.dumps(times))
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--threads", default="1,2")
-    ap.add_argument("--busy", type=int, default=0, help="CPU-bound processes at nice 19 beside the steps")
+    ap.add_argument("--busy", type=int, default=0, help="CPU-bound processes beside the steps")
+    ap.add_argument("--busy-nice", type=int, default=19, help="their niceness (0: as a browser or an editor)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--precision", default="bf16-mixed")
     ap.add_argument("--work", default="/tmp/voicetrain-bench")
+    ap.add_argument("--policies", default="default,PASSIVE")
     args = ap.parse_args(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from train_demo import ensure_dataset
 
     ds = ensure_dataset(Path(args.work), 300)
-    busy = [subprocess.Popen(["nice", "-n", "19", sys.executable, "-c", "while True: pass"])
+    busy = [subprocess.Popen(["nice", "-n", str(args.busy_nice), sys.executable, "-c", "while True: pass"])
             for _ in range(args.busy)]
-    configs = [(t, p) for t in (int(x) for x in args.threads.split(",")) for p in ("default", "PASSIVE")]
+    configs = [(t, p) for t in (int(x) for x in args.threads.split(",")) for p in args.policies.split(",")]
     steps: dict[str, list[float]] = {f"{t}:{p}": [] for t, p in configs}
     load_before = os.getloadavg()[0]
     try:
         time.sleep(2 if busy else 0)
         for _ in range(args.rounds):
             for t, p in configs:
-                env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+                env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
                 env["OMP_NUM_THREADS"] = str(t)
-                if p != "default":
+                if p.startswith("spin="):
+                    env["GOMP_SPINCOUNT"] = p.partition("=")[2]
+                elif p != "default":
                     env["OMP_WAIT_POLICY"] = p
                 out = subprocess.run([sys.executable, "-c", CHILD, str(ds), str(t), args.precision,
                                       f"/tmp/omp-wait-{t}-{p}"], env=env, check=True, capture_output=True, text=True)
@@ -80,9 +85,9 @@ def main(argv=None) -> None:
         for b in busy:
             b.kill()
     med = {k: round(statistics.median(v), 4) for k, v in steps.items()}
-    ratio = {f"{t}:PASSIVE_vs_default": round(med[f"{t}:PASSIVE"] / med[f"{t}:default"], 3)
-             for t in {t for t, _ in configs}}
-    print(json.dumps({"bench": "omp_wait", "precision": args.precision, "busy_processes": args.busy,
+    ratio = {f"{t}:{p}_vs_default": round(med[f"{t}:{p}"] / med[f"{t}:default"], 3)
+             for t, p in configs if p != "default" and f"{t}:default" in med}
+    print(json.dumps({"bench": "omp_wait", "precision": args.precision, "busy_processes": args.busy, "busy_nice": args.busy_nice,
                       "median_s_per_step": med, "ratio": ratio, "steps_each": len(next(iter(steps.values()))),
                       "load_avg_before": round(load_before, 2), "machine": f"{os.cpu_count()} cpu"}))
 

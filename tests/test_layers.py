@@ -24,12 +24,16 @@ LAYERS = [
     ("registry",),  # the bundle store and model cards: file formats, no model code
     ("inference",),  # checkpoints, bundles, synthesis; never training or Lightning
     ("evaluation",),  # the judges; evaluate_run synthesizes through inference
-    # training scores with evaluation; serving only synthesizes; doctor checks the machine; studio runs
-    # training as a `voicetrain` subprocess, so it never imports training/
-    ("training", "serving", "doctor", "studio"),
+    # training scores with evaluation; serving only synthesizes; doctor checks the machine
+    ("training", "serving", "doctor"),
+    # studio shares serving's request checks (serving/guard.py); it runs training as a `voicetrain` subprocess,
+    # so it never imports training/ although that layer is below it (NEVER_IMPORTS)
+    ("studio",),
     ("cli", "__init__"),  # the shell and the package's public API (voicetrain.load_voice)
 ]
 RANK = {name: i for i, layer in enumerate(LAYERS) for name in layer}
+# lower layers a package must still keep out of: the studio adds nothing to a training process (ARCHITECTURE.md)
+NEVER_IMPORTS = {"studio": {"training"}}
 # inference/ runs where Lightning is not installed
 NO_LIGHTNING = {"_version", "fileio", "workers", "hardware", "config", "voice_config", "run_config", "vocoder_config", "audio", "text",
                 "templates", "data", "models", "vocoders", "registry", "inference", "serving", "doctor", "studio"}
@@ -96,6 +100,12 @@ def test_no_module_imports_from_a_layer_above_or_beside_it():
                 where = "a sibling layer" if RANK[there] == RANK[here] else "a layer above"
                 bad.append(f"{_where(module, line)}: {module} ({here}) imports {target} ({there}, {where}): {stmt}")
     assert not bad, "imports against the layer order (tests/test_layers.py LAYERS):\n" + "\n".join(bad)
+
+
+def test_studio_never_imports_training():
+    bad = [f"{_where(m, line)}: {m} imports {target}: {stmt}" for m, imps in _graph().items()
+           for target, line, stmt in imps if _layer(target) in NEVER_IMPORTS.get(_layer(m), ())]
+    assert not bad, "imports NEVER_IMPORTS forbids (tests/test_layers.py):\n" + "\n".join(bad)
 
 
 def test_no_import_cycle():

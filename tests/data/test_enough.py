@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from voicetrain.data.enough import CurvePoint, advise, load_curve
+from voicetrain.data.enough import CurvePoint, advise, load_curve, reach
 
 CURVE = [CurvePoint("full", 1.0, 1.0, 1.8, -0.09, -0.4), CurvePoint("full", 3.0, 3.0, 1.1, -0.03, -0.2),
          CurvePoint("scratch", 3.0, 3.0, 2.5, -0.12, -0.6)]
@@ -29,3 +29,13 @@ def test_missing_or_damaged_curve_gives_no_figures(tmp_path):
     good = tmp_path / "curve.json"
     good.write_text(json.dumps([CURVE[1].__dict__]))
     assert load_curve(good) == [CURVE[1]]
+
+
+def test_reach_quotes_the_measured_amount_nearest_below():
+    r = reach(2.0, CURVE)  # between 1 and 3 minutes: the 1-minute figures, never the 3-minute ones
+    assert (r.measured_minutes, r.finetune, r.scratch, r.below_measured) == (1.0, CURVE[0], None, False)
+    r = reach(10.0, CURVE)
+    assert (r.measured_minutes, r.finetune, r.scratch, r.below_measured) == (3.0, CURVE[1], CURVE[2], False)
+    r = reach(0.2, CURVE)  # under everything measured: the least amount, flagged
+    assert (r.measured_minutes, r.finetune, r.below_measured) == (1.0, CURVE[0], True)
+    assert reach(2.0, []).measured_minutes is None

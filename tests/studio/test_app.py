@@ -4,6 +4,7 @@ written outside the project, oversize bodies 413, malformed takes 4xx (never 500
 from __future__ import annotations
 
 import io
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -107,6 +108,29 @@ def test_qc_verdicts_name_their_reasons(tmp_path, voice):
     assert {"leading_silence", "trailing_silence"} <= {i["code"] for i in v["issues"]}
     v = post_take(c, "p3", wav_bytes(audio[: int(len(audio) * 0.6)], sr)).json()["verdict"]
     assert "cut_off" in {i["code"] for i in v["issues"]}, v
+
+
+def test_enough_quotes_the_shipped_curve_at_the_minutes_recorded(tmp_path, voice):
+    from voicetrain.data.enough import CURVE
+
+    c = make_client(tmp_path / "proj")
+    assert post_take(c, "p1", voice["p1"]).json()["verdict"]["status"] == "good"
+    r = c.get("/api/enough").json()
+    assert r["good_takes"] == 1 and 0.02 < r["minutes"] < 0.1
+    # a few seconds: below the least measured amount, whose figures are quoted as an upper bound
+    rows = json.loads(CURVE.read_text())
+    least = min(p["audio_minutes"] for p in rows)
+    at = {p["run"]: p for p in rows if p["audio_minutes"] == least}
+    reach = r["reach"]
+    assert reach["measured_minutes"] == least and reach["below_measured"] is True
+    assert "finetune_curve.json" in reach["source"] and "flite slt" in reach["source"]
+    got = {row["run"]: row for row in reach["rows"]}
+    assert set(got) == {"finetune", "scratch"}
+    for run, key in (("finetune", "full"), ("scratch", "scratch")):
+        for field in ("audio_minutes", "train_minutes", "cer_ratio", "similarity_gap", "dnsmos_gap"):
+            assert got[run][field] == at[key][field], (run, field)
+    assert f"{at['full']['cer_ratio']:.2f}x" in got["finetune"]["text"]
+    assert "less audio than anything measured" in r["advice"]
 
 
 def test_whisper_hears_a_take_that_does_not_say_its_prompt(tmp_path, voice):

@@ -52,6 +52,15 @@ SENTENCES = [
     "They planted tomatoes in the garden today.",
 ]
 OTHER = "Seven large horses crossed the frozen bridge at dawn."
+WPM = 190
+"""espeak-ng's rate: the takes are recorded in real time, so shorter speech is a shorter test. Measured on these 13
+sentences with Whisper tiny.en (the take check): CER against their own prompt at most 0.15 at 190 wpm (0.19 at
+165, 0.37 at 210), 1.06 for the mismatched one; the mismatch line is 0.6 (checks.MISMATCH_CER)."""
+LEAD_S, TAIL_S = 0.4, 1.2
+"""Silence before and after the speech in each fed file: the take starts a little into the file (the stream opens
+before capture begins), so some lead is needed; the tail is more than a take keeps (TAKE_TAIL_S)."""
+TAKE_TAIL_S = 0.3
+"""Silence kept after the speech: enough that QC does not call the take cut off (CUT_OFF_S plus trimming's pad)."""
 MISMATCH, CLIPPED = 3, 7  # which prompts get the wrong sentence and the clipped take
 TINY = ["train.batch_size=4", "train.val_every_steps=8", "train.checkpoint_every_steps=8",
         "train.sample_every_steps=8", "train.log_every_steps=1", "train.n_sample_sentences=1", "train.threads=1",
@@ -59,15 +68,22 @@ TINY = ["train.batch_size=4", "train.val_every_steps=8", "train.checkpoint_every
 
 
 def feed_file(text: str, out: Path, clip: bool = False) -> float:
-    """espeak-ng speaking ``text`` between 0.4 s and 1.2 s of silence; returns the speech's seconds."""
+    """espeak-ng speaking ``text`` between LEAD_S and TAIL_S of silence; returns the speech's seconds."""
     raw = out.with_suffix(".raw.wav")
-    subprocess.run(["espeak-ng", "-v", "en-us", "-s", "165", "-w", str(raw), text], check=True)
+    subprocess.run(["espeak-ng", "-v", "en-us", "-s", str(WPM), "-w", str(raw), text], check=True)
     audio, sr = sf.read(raw, dtype="float32")
     if clip:  # a take recorded with the gain far too high
         audio = np.clip(audio * 12.0, -1.0, 1.0)
     silence = lambda s: np.zeros(int(s * sr), dtype=np.float32)  # noqa: E731
-    sf.write(out, np.concatenate([silence(0.4), audio, silence(1.2)]), sr, subtype="PCM_16")
+    sf.write(out, np.concatenate([silence(LEAD_S), audio, silence(TAIL_S)]), sr, subtype="PCM_16")
     return len(audio) / sr
+
+
+def hold_until_spoken(page, speech_s: float) -> None:
+    """Keep recording until the take holds the fed file's speech and TAKE_TAIL_S after it, counted in captured
+    audio (the page's data-captured), not wall time: on a loaded machine the capture can lag the clock."""
+    want = LEAD_S + speech_s + TAKE_TAIL_S
+    page.wait_for_function(f"Number(document.body.dataset.captured) >= {want:.2f}", polling=50, timeout=30_000)
 
 
 def free_port() -> int:
@@ -142,7 +158,7 @@ def test_record_check_train_listen_keep_in_chromium(studio, tmp_path):
             secs = speak_into_mic("other" if i == MISMATCH else i)
             page.keyboard.press("r")
             expect(page.locator("body")).to_have_attribute("data-recording", "true")
-            page.wait_for_timeout(int((secs + 0.9) * 1000))
+            hold_until_spoken(page, secs)
             page.keyboard.press("s")
             expect(page.locator("body")).to_have_attribute("data-recording", "false")
         rows = page.locator("#takes tbody tr")
@@ -165,7 +181,7 @@ def test_record_check_train_listen_keep_in_chromium(studio, tmp_path):
         secs = speak_into_mic(MISMATCH)
         mismatch.locator("button.rerecord").click()
         expect(page.locator("body")).to_have_attribute("data-recording", "true")
-        page.wait_for_timeout(int((secs + 0.9) * 1000))
+        hold_until_spoken(page, secs)
         page.keyboard.press("Space")
         expect(page.locator('#takes tr[data-take="prompt_0004"]')).to_have_attribute("data-status", "good", timeout=60_000)
         # a reload loses nothing: the takes, their verdicts and the place in the prompt list come back
@@ -182,13 +198,17 @@ def test_record_check_train_listen_keep_in_chromium(studio, tmp_path):
         page.click('#tabs button[data-screen="enough"]')
         expect(page.locator("#enough-figures")).to_contain_text("usable takes")
         expect(page.locator("#enough-figures")).to_contain_text("phoneme coverage")
+        # what a run will reach: the shipped curve's fine-tune and from-scratch rows, its source named
+        expect(page.locator("#enough-reach tbody tr")).to_have_count(2)
+        expect(page.locator('#enough-reach tr[data-run="finetune"]')).to_contain_text("fine-tune the shipped base")
+        expect(page.locator("#enough-source")).to_contain_text("finetune_curve.json")
         page.screenshot(path=str(SHOTS / "enough.png"), full_page=True)
 
         # ---- train: the estimate first, then a tiny run
         page.click('#tabs button[data-screen="train"]')
         page.select_option("#preset", "tiny")
         page.fill("#max-minutes", "")
-        page.fill("#max-steps", "24")
+        page.fill("#max-steps", "16")  # checkpoints and samples at steps 8 and 16: two to A/B
         page.fill("#settings", "\n".join(TINY))
         expect(page.locator("#btn-start")).to_be_disabled()
         page.click("#btn-estimate")
@@ -222,7 +242,12 @@ def test_record_check_train_listen_keep_in_chromium(studio, tmp_path):
         page.click("#btn-register")
         voice = page.locator('#voices .voice[data-voice="myvoice@v1"]')
         expect(voice).to_contain_text("recorded in the studio test", timeout=60_000)
-        expect(voice.locator("pre")).to_contain_text("curl -s -X POST")
+        expect(voice.locator('.snippet[data-kind="curl"] pre')).to_contain_text("curl -s -X POST")
+        expect(voice.locator('.snippet[data-kind="home_assistant"] pre')).to_contain_text(
+            "voicetrain serve myvoice@v1")
+        expect(voice.locator('.snippet[data-kind="home_assistant"] pre')).to_contain_text("--wyoming tcp://0.0.0.0:10200")
+        expect(voice.locator('a[href$="/piper.zip"]')).to_have_text("Download for Piper")
+        expect(voice.locator('.snippet[data-kind="piper"] pre')).to_contain_text("/share/piper")
         page.screenshot(path=str(SHOTS / "keep.png"), full_page=True)
         browser.close()
     assert (project / "models" / "myvoice" / "v1" / "voice.json").is_file()

@@ -46,8 +46,8 @@ def metrics_step(run_dir: Path) -> int:
         return 0
 
 
-def test_estimate_train_pause_resume_listen_register(tmp_path, demo_corpus_dir):
-    project = tmp_path / "proj"
+def studio_with_demo_takes(project: Path, demo_corpus_dir: Path) -> tuple[TestClient, list[list[str]]]:
+    """A studio on ``project`` (QC only, no Whisper) whose prompts and takes are the demo corpus, all usable."""
     c = TestClient(create_app(project, checker=TakeChecker(whisper=False), check_on_start=False))
     rows = [line.split("|") for line in (demo_corpus_dir / "metadata.csv").read_text().splitlines() if line]
     prompts = "".join(f"{r[0]}\t{r[1]}\n" for r in rows)
@@ -55,6 +55,12 @@ def test_estimate_train_pause_resume_listen_register(tmp_path, demo_corpus_dir):
     for r in rows:
         v = c.post(f"/api/takes/{r[0]}", content=(demo_corpus_dir / "wavs" / f"{r[0]}.wav").read_bytes()).json()
         assert v["verdict"]["status"] != "bad", v
+    return c, rows
+
+
+def test_estimate_train_pause_resume_listen_register(tmp_path, demo_corpus_dir):
+    project = tmp_path / "proj"
+    c, rows = studio_with_demo_takes(project, demo_corpus_dir)
     # fine-tuning without a shipped base is refused with a message saying what to do instead
     opts = c.get("/api/train/options").json()
     assert opts["good_takes"] == len(rows)

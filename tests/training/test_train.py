@@ -111,7 +111,9 @@ def test_sigkill_always_resumes(tmp_path, prepared_demo_dataset):
     from the last one, losing at most one checkpoint interval."""
     run = tmp_path / "killed"
     rng = random.Random(0)
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    # the checkout's root (for tests.) and its src/ (this checkout's voicetrain, not an installed one)
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), str(root / "src")])}
     progress = []
     for attempt in range(3):
         proc = subprocess.Popen([sys.executable, "-c", TRAIN_SCRIPT, str(prepared_demo_dataset), str(run)],

@@ -38,6 +38,10 @@ Beyond that:
   * a phoneme the voice never saw is skipped with a warning by both (Piper logs
     "Missing phoneme from id map").
 FastSpeech 2 is deterministic, so the noise scales are accepted and ignored.
+
+Speakers: Piper (and Home Assistant's Piper add-on) speak sid 0 unless told otherwise, so sid 0 is the voice's
+default speaker (a voice fine-tuned from the shipped base: its own speaker, not the base's first) and the others
+follow; ``speaker_id_map`` names every one.
 """
 
 from __future__ import annotations
@@ -207,11 +211,15 @@ class PiperGraph(nn.Module):
     """
 
     def __init__(self, model: nn.Module, mel_mean, mel_std, vocoder: nn.Module, n_symbols: int, space_id: int,
-                 multi_speaker: bool):
+                 multi_speaker: bool, speaker_order: list[int] | None = None):
         super().__init__()
         self.acoustic = ExportableFastSpeech2(model)
         self.vocoder = vocoder
         self.n_symbols, self.space_id, self.multi_speaker = n_symbols, space_id, multi_speaker
+        # Piper's sid -> the voice's speaker id (speaker_order): Piper and its Home Assistant add-on speak sid 0
+        # unless told otherwise, so the voice's default speaker goes first (see speaker_order())
+        self.register_buffer("speaker_order", torch.as_tensor(speaker_order or [0], dtype=torch.long),
+                             persistent=False)
         self.register_buffer("mel_mean", torch.as_tensor(mel_mean, dtype=torch.float32)[:, None], persistent=False)
         self.register_buffer("mel_std", torch.as_tensor(mel_std, dtype=torch.float32)[:, None], persistent=False)
 
@@ -229,7 +237,7 @@ class PiperGraph(nn.Module):
     def forward(self, input: torch.Tensor, input_lengths: torch.Tensor, scales: torch.Tensor,
                 sid: torch.Tensor | None = None) -> torch.Tensor:
         tokens = self.tokens(input, input_lengths)
-        speakers = sid.reshape(1) if sid is not None else torch.zeros(1, dtype=torch.long)
+        speakers = self.speaker_order[sid.reshape(1) if sid is not None else torch.zeros(1, dtype=torch.long)]
         speed = 1.0 / torch.clamp(scales[1], min=0.05)  # Piper's length scale > 1 speaks slower
         mel, _ = self.acoustic(tokens, speakers, speed)
         wav = self.vocoder(mel * self.mel_std + self.mel_mean)
@@ -327,7 +335,7 @@ def piper_config(parts: BundleParts, name: str, vocoder_desc: str, described: st
     cfg = parts.voice
     phoneme_type = "text" if cfg.text.phonemizer == "chars" else "espeak"
     id_map, clusters = phoneme_id_map(tuple(parts.symbols.symbols), phoneme_type)
-    speakers = list(cfg.speakers)
+    speakers = [cfg.speakers[i] for i in speaker_order(cfg)]
     rate = cfg.audio.sample_rate
     config: dict[str, Any] = {
         "dataset": name,  # wyoming-piper names a custom voice by this
@@ -363,7 +371,18 @@ def build_piper_graph(parts: BundleParts, vocoder: nn.Module) -> PiperGraph:
     in_graph = (OnnxGriffinLim(vocoder, parts.model.cfg.max_frames) if isinstance(vocoder, GriffinLim)
                 else OnnxVocos(vocoder))
     return PiperGraph(parts.model, parts.stats.mel_mean, parts.stats.mel_std, in_graph, len(symbols),
-                      symbols.index(" ") if " " in symbols else 1, len(parts.voice.speakers) > 1).eval()
+                      symbols.index(" ") if " " in symbols else 1, len(parts.voice.speakers) > 1,
+                      speaker_order(parts.voice)).eval()
+
+
+def speaker_order(cfg) -> list[int]:
+    """The voice's speaker ids in Piper's sid order: its default speaker (a fine-tuned voice's own) first, the
+    others in their order. Piper's speaker_id_map names them, so every speaker stays reachable by name."""
+    from voicetrain.inference.synthesizer import default_speaker_id
+
+    ids = list(range(max(len(cfg.speakers), 1)))
+    first = default_speaker_id(list(cfg.speakers), dict(cfg.speaker_map))
+    return [first] + [i for i in ids if i != first]
 
 
 def export_piper(source: str | os.PathLike, out: str | os.PathLike, *, name: str | None = None, store=None,
@@ -418,4 +437,4 @@ def export_piper(source: str | os.PathLike, out: str | os.PathLike, *, name: str
 
 
 __all__ = ["OnnxGriffinLim", "OnnxISTFT", "OnnxVocos", "PiperExportResult", "PiperGraph", "build_piper_graph", "choose_vocoder",
-           "export_piper", "language_entry", "phoneme_id_map", "piper_config"]
+           "export_piper", "language_entry", "phoneme_id_map", "piper_config", "speaker_order"]

@@ -30,6 +30,16 @@ class UnknownSpeakerError(ValueError):
     pass
 
 
+def default_speaker_id(speakers: list[str], speaker_map: dict[str, str]) -> int:
+    """The speaker a voice speaks when none is named: a fine-tuned voice's own speaker (the first its dataset
+    brought, ``speaker_map``'s target), else 0. Fine-tuning appends the new speaker after the base's, so id 0
+    of a voice fine-tuned from the shipped base is one of the base's voices, not the one it was trained for."""
+    for name in speaker_map.values():
+        if name in speakers:
+            return speakers.index(name)
+    return 0
+
+
 @dataclass
 class Synthesizer:
     model: torch.nn.Module
@@ -85,7 +95,7 @@ class Synthesizer:
 
     def speaker_id(self, speaker: str | int | None) -> int:
         if speaker is None:
-            return 0
+            return default_speaker_id(self.speakers, self.speaker_aliases)
         if isinstance(speaker, str) and speaker not in self.speakers and speaker in self.speaker_aliases:
             speaker = self.speaker_aliases[speaker]
         if isinstance(speaker, int) or (isinstance(speaker, str) and speaker.isdigit() and speaker not in self.speakers):

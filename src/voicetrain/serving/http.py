@@ -16,7 +16,6 @@ speaker, out-of-range speed or malformed JSON. The OpenAI routes answer in OpenA
 
 from __future__ import annotations
 
-import hmac
 import io
 import threading
 import time
@@ -27,6 +26,7 @@ import numpy as np
 import soundfile as sf
 from pydantic import BaseModel, ConfigDict, Field
 
+from voicetrain.serving.guard import describe_errors, detail_error, refuse
 from voicetrain.serving.voices import ServedVoice, VoiceSet, load_voices  # noqa: F401  (load_voices: re-exported)
 
 MAX_TEXT_CHARS = 2000
@@ -90,61 +90,31 @@ def create_app(voices: dict[str, Any] | VoiceSet, *, api_key: str | None = None,
     app = FastAPI(title="voicetrain", version=_version(), docs_url=None, redoc_url=None)
     app.state.vt = state
 
-    def error(status: int, detail: str) -> JSONResponse:
-        return JSONResponse({"detail": detail}, status_code=status)
+    error = detail_error
 
     def error_for(request: Request, status: int, detail: str, code: str | None = None, headers=None) -> JSONResponse:
         """voicetrain's ``{"detail"}`` shape, or OpenAI's on the OpenAI routes."""
         if is_openai_path(request.url.path):
             return openai_error(status, detail, None, code, headers=headers)
-        return JSONResponse({"detail": detail}, status_code=status, headers=headers)
-
-    def authorized(request: Request) -> bool:
-        if state.api_key is None:
-            return True
-        given = request.headers.get("x-api-key")
-        auth = request.headers.get("authorization", "")
-        if given is None and auth.lower().startswith("bearer "):
-            given = auth[7:].strip()
-        return given is not None and hmac.compare_digest(given.encode(), state.api_key.encode())
+        return detail_error(status, detail, headers)
 
     body_limit = max_body_bytes(max_text_chars)
 
     @app.middleware("http")
     async def api_key_check(request: Request, call_next):
-        # checked before the body is parsed: a client without the key learns nothing else
-        if request.url.path.startswith("/v1/") and not authorized(request):
-            return error_for(request, 401, "missing or wrong API key: send it as 'X-API-Key: KEY' or "
-                                           "'Authorization: Bearer KEY'", "invalid_api_key",
-                             headers={"WWW-Authenticate": "Bearer"})
-        # refuse an oversized body before reading it (declared length), or as soon as it passes the limit
-        declared = request.headers.get("content-length")
-        too_big = error_for(request, 413, f"request body over {body_limit} bytes; the text limit is "
-                                          f"{state.max_text_chars} characters", "request_too_large")
-        if declared is not None and (not declared.isdigit() or int(declared) > body_limit):
-            return too_big
-        if request.method == "POST" and declared is None:
-            received = 0
-            chunks = []
-            async for chunk in request.stream():
-                received += len(chunk)
-                if received > body_limit:
-                    return too_big
-                chunks.append(chunk)
-            request._body = b"".join(chunks)  # Starlette reads the cached body from here
+        refusal = await refuse(request, api_key=state.api_key, key_prefix="/v1/", limit=body_limit,
+                               too_big=f"request body over {body_limit} bytes; the text limit is "
+                                       f"{state.max_text_chars} characters")
+        if refusal is not None:
+            return error_for(request, refusal.status, refusal.detail, refusal.code, headers=refusal.headers)
         return await call_next(request)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError):
-        problems = []
         errors = exc.errors()
         if is_openai_path(request.url.path):
             return validation_error_response(errors, MAX_ERRORS_REPORTED)
-        for e in errors[:MAX_ERRORS_REPORTED]:
-            loc = ".".join(str(x) for x in e.get("loc", ()) if x != "body") or "body"
-            problems.append(f"{loc}: {e.get('msg', 'invalid')}")
-        more = f" (and {len(errors) - MAX_ERRORS_REPORTED} more)" if len(errors) > MAX_ERRORS_REPORTED else ""
-        return JSONResponse({"detail": "invalid request: " + "; ".join(problems) + more,
+        return JSONResponse({"detail": describe_errors(errors, MAX_ERRORS_REPORTED),
                              "errors": _jsonable(errors[:MAX_ERRORS_REPORTED])}, status_code=422)
 
     @app.exception_handler(StarletteHTTPException)

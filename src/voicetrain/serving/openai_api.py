@@ -8,8 +8,9 @@ Any client written for OpenAI's text-to-speech (the official ``openai`` package 
   mean the server's default voice (the first one served), unless a voice has that name.
 - ``voice`` is a speaker of that voice: a speaker name, a speaker id as digits, or
   ``default``; OpenAI's stock voice names (``alloy``, ``nova``...) and the model's own name
-  mean its first speaker. With one of OpenAI's model names, ``voice`` may instead name a
-  served voice (its first speaker): clients that fix the model still reach every voice.
+  mean its default speaker (a fine-tuned voice's own, else the first: Synthesizer.speaker_id). With one of
+  OpenAI's model names, ``voice`` may instead name a served voice (its default speaker): clients
+  that fix the model still reach every voice.
   OpenAI's custom-voice object ``{"id": ...}`` is read as that name.
 - ``response_format``: wav, pcm (16-bit signed little-endian mono at the voice's own rate,
   given in the X-Sample-Rate header; OpenAI's pcm is always 24 kHz), flac, mp3, opus (Ogg);
@@ -131,7 +132,7 @@ def resolve(voices: VoiceSet, model: str, voice: str) -> tuple[ServedVoice, Unio
         return sv, None
     raise OpenAIError(400, f"unknown voice {voice!r} for model {model!r}: use one of its speakers "
                            f"({', '.join(speakers) or 'none'}), a speaker id, or 'default' "
-                           f"(OpenAI's voice names also mean the first speaker)", "voice", "invalid_value")
+                           f"(OpenAI's voice names also mean the default speaker)", "voice", "invalid_value")
 
 
 def check_request(req: SpeechRequest, max_text_chars: int) -> None:

@@ -16,8 +16,8 @@ What Home Assistant's Wyoming integration (and wyoming-piper's clients) expect:
 
 Voice choice: ``voice.name`` is a served voice (else the default voice, or with only
 ``voice.language`` the first voice of that language); ``voice.speaker`` a speaker name or id
-(else the first speaker). A bad request gets an ``error`` event (text and code) and the
-connection stays open.
+(else its default speaker: a fine-tuned voice's own, else the first). A bad request gets an
+``error`` event (text and code) and the connection stays open.
 """
 
 from __future__ import annotations

@@ -14,7 +14,6 @@ Errors are ``{"detail": ...}`` with a 4xx status saying what is wrong.
 
 from __future__ import annotations
 
-import hmac
 import io
 import ipaddress
 import logging
@@ -29,9 +28,10 @@ from urllib.parse import urlsplit
 from fastapi import Request  # module level: FastAPI resolves the handlers' annotations here
 from pydantic import BaseModel, ConfigDict, Field
 
+from voicetrain.serving.guard import describe_errors, detail_error, refuse
 from voicetrain.studio.checks import TakeChecker, TakeError
 from voicetrain.studio.enough import Coverage
-from voicetrain.studio.jobs import Jobs, TrainRequest
+from voicetrain.studio.jobs import FINETUNE_FLAGS, Jobs, TrainRequest
 from voicetrain.studio.project import NotFoundError, Project, ProjectError, check_id
 from voicetrain.studio.runs import SynthCache, checkpoint_files, run_summary
 
@@ -41,6 +41,7 @@ MAX_TAKE_BYTES = 16 * 1024 * 1024
 MAX_PROMPTS_BYTES = 1024 * 1024
 MAX_JSON_BYTES = 64 * 1024
 MAX_TEXT_CHARS = 1000
+MAX_ERRORS_REPORTED = 10
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
 log = logging.getLogger("voicetrain.studio")
 
@@ -147,7 +148,7 @@ def create_app(project: str | os.PathLike | Project, *, api_key: str | None = No
     import anyio
     from fastapi import FastAPI
     from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, Response
+    from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse, Response
     from fastapi.staticfiles import StaticFiles
 
     from voicetrain._version import __version__
@@ -158,17 +159,7 @@ def create_app(project: str | os.PathLike | Project, *, api_key: str | None = No
     app.state.studio = studio
     one_at_a_time = anyio.CapacityLimiter(1)
 
-    def error(status: int, detail: str) -> JSONResponse:
-        return JSONResponse({"detail": detail}, status_code=status)
-
-    def key_ok(request: Request) -> bool:
-        if not api_key:
-            return True
-        given = request.headers.get("x-api-key") or request.query_params.get("key")
-        auth = request.headers.get("authorization", "")
-        if given is None and auth.lower().startswith("bearer "):
-            given = auth[7:].strip()
-        return given is not None and hmac.compare_digest(given.encode(), api_key.encode())
+    error = detail_error
 
     @app.middleware("http")
     async def guard(request: Request, call_next):
@@ -180,32 +171,17 @@ def create_app(project: str | os.PathLike | Project, *, api_key: str | None = No
         if request.method not in ("GET", "HEAD", "OPTIONS") and origin and origin != "null":
             if urlsplit(origin).netloc != request.headers.get("host"):
                 return error(403, f"cross-origin request from {origin} refused")
-        if request.url.path.startswith("/api/") and not key_ok(request):
-            return JSONResponse({"detail": "missing or wrong API key: send it as 'X-API-Key: KEY' or "
-                                           "'Authorization: Bearer KEY'"}, status_code=401,
-                                headers={"WWW-Authenticate": "Bearer"})
         limit = body_limit(request.method, request.url.path)
-        declared = request.headers.get("content-length")
-        too_big = error(413, f"request body over the limit of {limit} bytes for {request.url.path}")
-        if declared is not None and (not declared.isdigit() or int(declared) > limit):
-            return too_big
-        if request.method in ("POST", "PUT") and declared is None:
-            received, chunks = 0, []
-            async for chunk in request.stream():
-                received += len(chunk)
-                if received > limit:
-                    return too_big
-                chunks.append(chunk)
-            request._body = b"".join(chunks)  # Starlette reads the cached body from here
+        refusal = await refuse(request, api_key=api_key, key_prefix="/api/", key_in_query=True, limit=limit,
+                               methods=("POST", "PUT"),
+                               too_big=f"request body over the limit of {limit} bytes for {request.url.path}")
+        if refusal is not None:
+            return error(refusal.status, refusal.detail, refusal.headers)
         return await call_next(request)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError):
-        problems = []
-        for e in exc.errors()[:10]:
-            loc = ".".join(str(x) for x in e.get("loc", ()) if x != "body") or "body"
-            problems.append(f"{loc}: {e.get('msg', 'invalid')}")
-        return error(422, "invalid request: " + "; ".join(problems))
+        return error(422, describe_errors(exc.errors(), MAX_ERRORS_REPORTED))
 
     @app.exception_handler(ProjectError)
     async def project_error(request: Request, exc: ProjectError):
@@ -300,6 +276,7 @@ def create_app(project: str | os.PathLike | Project, *, api_key: str | None = No
         caps = await anyio.to_thread.run_sync(studio.jobs.capabilities)
         return {"finetune_available": not caps.finetune_needs_from, "finetune_dry_run": caps.finetune_dry_run,
                 "piper_export": caps.piper_export, "good_takes": len(studio.good_takes()),
+                "finetune_settings": list(FINETUNE_FLAGS),
                 "presets": ["cpu", "gpu", "tiny"]}
 
     def train_request(name: str, body: TrainBody) -> TrainRequest:
@@ -432,15 +409,17 @@ def create_app(project: str | os.PathLike | Project, *, api_key: str | None = No
                 card = json.loads((st.resolve(f"{b.name}@{b.version}") / "card.json").read_text(encoding="utf-8"))
             except (OSError, ValueError):
                 pass
+            snips = await voice_snippets(b.name, b.version)
             out.append({"name": b.name, "version": b.version, "created": b.created, "note": card.get("note", ""),
                         "checkpoint": (card.get("training") or {}).get("checkpoint"),
-                        "snippet": snippet(b.name, b.version)})
+                        "snippet": snips["curl"], "snippets": snips})
         return {"voices": out, "store": str(proj.store_dir)}
 
-    def snippet(name: str, version: str) -> str:
-        return (f"voicetrain serve {name}@{version} --store {proj.store_dir} --port 8000 &\n"
-                "curl -s -X POST http://127.0.0.1:8000/v1/synthesize -H 'Content-Type: application/json' \\\n"
-                f"  -d '{{\"text\": \"Hello from my own voice.\", \"voice\": \"{name}@{version}\"}}' -o hello.wav")
+    async def voice_snippets(name: str, version: str) -> dict[str, str]:
+        from voicetrain.studio.snippets import snippets
+
+        caps = await anyio.to_thread.run_sync(studio.jobs.capabilities)
+        return snippets(name, version, proj.store_dir, piper=caps.piper_export)
 
     @app.post("/api/voices")
     async def register(body: RegisterBody):
@@ -460,7 +439,8 @@ def create_app(project: str | os.PathLike | Project, *, api_key: str | None = No
                 source, body.name, "last" if which == "last" else "best", store(), note=body.note))
         except (RegistryError, CheckpointError, ConfigError) as e:
             return error(422, str(e))
-        return {"name": path.parent.name, "version": path.name, "snippet": snippet(path.parent.name, path.name)}
+        snips = await voice_snippets(path.parent.name, path.name)
+        return {"name": path.parent.name, "version": path.name, "snippet": snips["curl"], "snippets": snips}
 
     @app.get("/api/voices/{name}/{version}/bundle.zip")
     async def bundle_zip(name: str, version: str):
@@ -470,13 +450,7 @@ def create_app(project: str | os.PathLike | Project, *, api_key: str | None = No
             folder = store().resolve(f"{name}@{version}")
         except RegistryError as e:
             return error(404, str(e))
-        buf = io.BytesIO()
-        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
-            for p in sorted(folder.rglob("*")):
-                if p.is_file():
-                    z.write(p, f"{name}-{version}/{p.relative_to(folder)}")
-        return Response(buf.getvalue(), media_type="application/zip",
-                        headers={"Content-Disposition": f'attachment; filename="{name}-{version}.zip"'})
+        return zip_download(folder, f"{name}-{version}")
 
     @app.get("/api/voices/{name}/{version}/piper.zip")
     async def piper_zip(name: str, version: str):
@@ -496,23 +470,33 @@ def create_app(project: str | os.PathLike | Project, *, api_key: str | None = No
             capture_output=True, text=True, env=_env(), timeout=600))
         if r.returncode != 0:
             return error(422, f"Piper export failed: {(r.stderr or r.stdout).strip()[-800:]}")
-        buf = io.BytesIO()
-        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
-            for p in sorted(out.rglob("*")):
-                if p.is_file():
-                    z.write(p, f"{name}-{version}-piper/{p.relative_to(out)}")
-        return Response(buf.getvalue(), media_type="application/zip",
-                        headers={"Content-Disposition": f'attachment; filename="{name}-{version}-piper.zip"'})
+        return zip_download(out, f"{name}-{version}-piper")
 
     @app.get("/api/voices/{name}/{version}/snippet", response_class=PlainTextResponse)
-    async def voice_snippet(name: str, version: str):
+    async def voice_snippet(name: str, version: str, kind: str = "curl"):
         check_id(name, "voice name")
         check_id(version, "version")
-        return snippet(name, version)
+        snips = await voice_snippets(name, version)
+        if kind not in snips:
+            return error(422, f"kind {kind!r}: choose one of {', '.join(snips)}")
+        return snips[kind]
 
     if check_on_start:
         threading.Thread(target=studio.check_unchecked, daemon=True, name="studio-recheck").start()
     return app
+
+
+def zip_download(folder: Path, stem: str):
+    """``folder``'s files as STEM.zip, each under STEM/ (unzipping makes one folder, not a spray of files)."""
+    from fastapi.responses import Response
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for p in sorted(folder.rglob("*")):
+            if p.is_file():
+                z.write(p, f"{stem}/{p.relative_to(folder)}")
+    return Response(buf.getvalue(), media_type="application/zip",
+                    headers={"Content-Disposition": f'attachment; filename="{stem}.zip"'})
 
 
 def serve_studio(project: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 7860,

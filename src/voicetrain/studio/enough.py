@@ -1,37 +1,25 @@
-""""Is it enough?": minutes of usable speech, phoneme coverage, and what was measured at similar amounts.
+""""Is it enough?": minutes of usable speech, phoneme coverage, and what a run will reach at that amount.
 
 Coverage counts the phoneme symbols (the ones the model's symbol table is made of: espeak-ng IPA, without
 stress and length marks) of the good takes against those of the whole prompt list, and names prompts not
-yet recorded that hold the missing ones. The "what to expect" rows are measurements from BENCHMARKS.md,
-quoted with their conditions, not a prediction for this voice: no curve of quality against minutes of
-audio has been measured yet.
+yet recorded that hold the missing ones. "What a run will reach" quotes the measured curve that ships with
+the base voice (data/enough.py, the same figures `prepare` prints): fine-tuning the shipped base and
+training from scratch, at the measured amount of audio nearest below the minutes recorded. They were
+measured on another voice, so they say what to expect, not what this voice will score.
 """
 
 from __future__ import annotations
 
 import threading
 import unicodedata
+from dataclasses import asdict
 from typing import Any
 
+from voicetrain.data.enough import CURVE_SOURCE, CurvePoint, finetune_line, load_curve, reach, scratch_line
 from voicetrain.studio.project import Project, Prompt
 from voicetrain.text.symbols import PUNCTUATION
 
 _MARKS = frozenset("ˈˌːˑ")
-
-MEASURED: list[dict[str, Any]] = [
-    {"mode": "finetune", "audio_minutes": 2.5, "training_minutes": 3,
-     "what": "fine-tune (all weights) of a 9-voice base to flite slt, 149 s of training audio, 3 minutes on 2 "
-             "CPU cores", "result": "CER 0.314 (real recordings 0.189), speaker similarity 0.798 "
-             "(real 0.883); freeze-encoder close behind", "source": "BENCHMARKS.md, Fine-tuning vs training from scratch"},
-    {"mode": "scratch", "audio_minutes": 2.5, "training_minutes": 3,
-     "what": "from scratch on the same 149 s of slt, same 3 minutes", "result": "CER 0.388, similarity 0.739: "
-             "fine-tuning beat it on every figure", "source": "BENCHMARKS.md, Fine-tuning vs training from scratch"},
-    {"mode": "scratch", "audio_minutes": None, "training_minutes": 15,
-     "what": "from scratch on 270 ARCTIC prompts of flite rms (the demo voice), 15 minutes on 2 CPU cores",
-     "result": "held-out CER 1.26x the real recordings' (1.78x after 5 minutes)",
-     "source": "BENCHMARKS.md, Training from scratch on the demo voice"},
-]
-
 
 def phone_set(phonemes: str) -> set[str]:
     """The phoneme symbols of an IPA string: no punctuation, stress, length or combining marks (syllabic ̩)."""
@@ -89,19 +77,25 @@ class Coverage:
             "minutes": round(minutes, 2), "good_takes": len(good), "bad_takes": bad, "unchecked_takes": pending,
             "prompts": len(prompts), "phonemes_covered": len(covered), "phonemes_total": len(inventory),
             "coverage": round(len(covered) / len(inventory), 3) if inventory else None,
-            "missing_phonemes": missing, "suggested_prompts": suggest, "advice": advice(minutes),
-            "measured": MEASURED,
+            "missing_phonemes": missing, "suggested_prompts": suggest, **expected(minutes),
         }
 
 
-def advice(minutes: float) -> str:
-    if minutes < 1:
-        return ("under a minute of speech: enough to try the pipeline, not for a voice. Fine-tuning measured "
-                "well from 2.5 minutes.")
-    if minutes < 5:
-        return ("enough to fine-tune (measured at 2.5 minutes: the voice was recognisably the speaker's), "
-                "not to train from scratch well.")
-    if minutes < 15:
-        return "a good amount to fine-tune; from scratch works but stays less intelligible than a fine-tune."
-    return "enough for either; training from scratch was measured on 270 ARCTIC prompts of one voice."
-
+def expected(minutes: float, curve: list[CurvePoint] | None = None) -> dict[str, Any]:
+    """``advice`` and ``reach`` (the curve's fine-tune and from-scratch figures) for ``minutes`` of speech."""
+    curve = load_curve() if curve is None else curve
+    r = reach(minutes, curve)
+    if r.measured_minutes is None:
+        return {"advice": "no measured curve ships with this install: see BENCHMARKS.md (fine-tuning)",
+                "reach": None}
+    rows = [{**asdict(p), "run": run, "text": line(p)}
+            for run, p, line in (("finetune", r.finetune, finetune_line), ("scratch", r.scratch, scratch_line)) if p]
+    if r.below_measured:
+        advice = (f"less audio than anything measured ({r.measured_minutes:g} min): record more prompts before "
+                  "training, or expect a voice less intelligible and less like yours than the figures below")
+    else:
+        advice = (f"at least the {r.measured_minutes:g} minutes measured: fine-tune the shipped base (the Train "
+                  "screen), which reached the figures below with that much audio of another voice")
+    return {"advice": advice, "reach": {"source": CURVE_SOURCE, "minutes": round(minutes, 2),
+                                        "measured_minutes": r.measured_minutes, "below_measured": r.below_measured,
+                                        "rows": rows}}

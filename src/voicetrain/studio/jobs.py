@@ -39,6 +39,9 @@ PRESETS = ("cpu", "gpu", "tiny")
 STOP_GRACE_S = 120.0
 """SIGTERM lets the step finish and a checkpoint be written; after this the process group is killed."""
 _SET_RE = re.compile(r"^[a-z_]+\.[a-z_]+=[^\s;|&`$<>]{1,80}$")
+FINETUNE_FLAGS = {"train.batch_size": "--batch-size", "train.threads": "--threads",
+                  "train.early_stopping_patience": "--early-stop", "optim.lr": "--lr"}
+"""The settings a fine-tune accepts, as `voicetrain finetune`'s flags (the same names --set takes for training)."""
 _ESTIMATE_RE = re.compile(r"estimate: ([\d.]+) s/step, ([\d.]+) samples/s, peak RSS (\d+) MB; ETA ([\d.]+) min "
                           r"for (\d+) steps")
 
@@ -113,15 +116,20 @@ class TrainRequest:
         for s in self.settings:
             if not _SET_RE.fullmatch(s):
                 raise ProjectError(f"setting {s!r}: write SECTION.KEY=VALUE, e.g. train.val_every_steps=50")
-        if self.mode == "finetune" and self.settings:
-            raise ProjectError("extra settings apply to training from scratch only (`voicetrain finetune` has "
-                               "no --set); clear them or choose scratch")
+        if self.mode == "finetune":
+            other = [s for s in self.settings if s.split("=", 1)[0] not in FINETUNE_FLAGS]
+            if other:
+                raise ProjectError(f"setting {other[0]!r}: fine-tuning takes only {', '.join(FINETUNE_FLAGS)} "
+                                   "(`voicetrain finetune` has no --set); clear the others or choose scratch")
 
     def train_args(self, dataset: Path, out: Path) -> list[str]:
         if self.mode == "finetune":
             args = ["finetune", str(dataset), "--out", str(out)]
             if self.max_steps:
                 args += ["--max-steps", str(self.max_steps)]
+            for s in self.settings:
+                key, value = s.split("=", 1)
+                args += [FINETUNE_FLAGS[key], value]
         else:
             args = ["train", str(dataset), "--out", str(out), "--preset", self.preset]
             if self.max_steps:
@@ -267,8 +275,9 @@ class Jobs:
             if estimate_only:
                 tmp = Path(tempfile.mkdtemp(prefix=".estimate-", dir=self.project.root / "runs"))
                 try:
+                    # a fine-tune's settings are all --set keys too (FINETUNE_FLAGS)
                     args = TrainRequest(req.name, "scratch", req.preset, req.max_minutes, req.max_steps,
-                                        req.settings if req.mode == "scratch" else []).train_args(dataset, tmp)
+                                        req.settings).train_args(dataset, tmp)
                     if req.mode == "finetune" and self.capabilities().finetune_dry_run:
                         args = req.train_args(dataset, tmp)
                     rc = self._step(req.name, job, "measuring speed and memory", log, cli(*args, "--dry-run"))

@@ -148,7 +148,14 @@ async function openMic() {
   let peakHold = 0;
   proc.onaudioprocess = (e) => {
     const x = e.inputBuffer.getChannelData(0);
-    if (mic.capturing) chunks.push(new Float32Array(x));
+    if (mic.capturing) {
+      chunks.push(new Float32Array(x));
+      mic.seconds += x.length / ctx.sampleRate;
+      // how much this take holds so far: shown beside the meter (and read by the browser test, which stops
+      // each take once the spoken file is in it, rather than after a wall-clock guess)
+      document.body.dataset.captured = mic.seconds.toFixed(2);
+      $("#take-seconds").textContent = `● ${mic.seconds.toFixed(1)} s`;
+    }
     let peak = 0, sum = 0;
     for (let i = 0; i < x.length; i++) { const a = Math.abs(x[i]); if (a > peak) peak = a; sum += x[i] * x[i]; }
     peakHold = Math.max(peak, peakHold * 0.95);
@@ -156,7 +163,7 @@ async function openMic() {
   };
   src.connect(proc);
   proc.connect(ctx.destination);
-  const mic = { stream, ctx, chunks, capturing: false,
+  const mic = { stream, ctx, chunks, capturing: false, seconds: 0,
     async close() { stream.getTracks().forEach((t) => t.stop()); proc.disconnect(); await ctx.close(); drawMeter(0, 0); } };
   return mic;
 }
@@ -194,6 +201,7 @@ async function startRecording() {
   if (recorder) return;
   if (monitor) { await monitor.close(); monitor = null; $("#btn-mic").textContent = "Test microphone"; }
   recorder = await openMic();
+  document.body.dataset.captured = "0";
   recorder.capturing = true;
   recorder.prompt = prompts[current].id;
   $("#btn-record").disabled = true;
@@ -211,6 +219,7 @@ async function stopRecording() {
   $("#btn-record").disabled = false;
   $("#btn-stop").disabled = true;
   document.body.dataset.recording = "false";
+  $("#take-seconds").textContent = "";
   const wav = encodeWav(r.chunks, rate);
   const id = r.prompt;
   takesById[id] = { id, verdict: null };
@@ -306,9 +315,22 @@ async function loadEnough() {
     }
     m.append(el("p", { textContent: "Record these next:" }), ul);
   }
-  const body = $("#enough-measured tbody");
+  // what the shipped measured curve (data/enough.py) says a run reaches at this many minutes
+  const body = $("#enough-reach tbody");
   body.innerHTML = "";
-  for (const x of r.measured) body.append(el("tr", {}, el("td", { textContent: x.what }), el("td", { textContent: `${x.result} (${x.source})` })));
+  const x = r.reach;
+  $("#enough-reach-at").textContent = x ? `at ${x.measured_minutes} min of audio` + (x.below_measured ? " (more than you have)" : "") : "";
+  $("#enough-source").textContent = x ? "Source: " + x.source : "";
+  const signed = (v, d) => (v >= 0 ? "+" : "") + v.toFixed(d);
+  for (const row of x ? x.rows : []) {
+    const tr = el("tr", {}, el("td", { textContent: row.run === "finetune" ? "fine-tune the shipped base" : "train from scratch" }),
+      el("td", { textContent: `${row.audio_minutes} min audio, ${row.train_minutes} min training` }),
+      el("td", { textContent: `${row.cer_ratio.toFixed(2)}x` }), el("td", { textContent: signed(row.similarity_gap, 3) }),
+      el("td", { textContent: signed(row.dnsmos_gap, 2) }));
+    tr.dataset.run = row.run;
+    tr.title = row.text;
+    body.append(tr);
+  }
 }
 
 // ------------------------------------------------------------------ train
@@ -327,7 +349,7 @@ for (const r of document.querySelectorAll("input[name=mode]")) r.addEventListene
 async function loadTrain() {
   const o = await api("/api/train/options");
   $("#mode-finetune").disabled = !o.finetune_available;
-  $("#finetune-note").textContent = o.finetune_available ? "" :
+  $("#finetune-note").textContent = o.finetune_available ? `More settings when fine-tuning: only ${o.finetune_settings.join(", ")}.` :
     "No shipped base model in this install: fine-tuning is not available here (train from scratch, or use `voicetrain finetune --from RUN` on the command line).";
   const r = await api("/api/runs");
   const ul = $("#run-list");
@@ -383,7 +405,7 @@ function watch(name, cb) {
     if (!r.job || !["running", "stopping"].includes(r.job.status)) { clearInterval(poller); poller = null; }
   });
   tick();
-  poller = setInterval(tick, 2000);
+  poller = setInterval(tick, 1000);  // a local app: reading the run folder once a second costs little
 }
 
 function renderRun(r) {
@@ -528,27 +550,40 @@ $("#btn-ab").onclick = guard(async () => {
 });
 
 // ------------------------------------------------------------------ keep
+let keepNameTouched = false;
+$("#keep-name").addEventListener("focus", () => { keepNameTouched = true; });
+
 async function loadKeep() {
   const runs = await runNames();
   await fillRunSelect($("#keep-run"), runs);
   await loadKeepCkpts();
-  if (!$("#keep-name").value) {
+  if (!$("#keep-name").value && !keepNameTouched) {
     const speaker = (await api("/api/state")).speaker;
-    if (!$("#keep-name").value) $("#keep-name").value = speaker;  // the user may have typed a name meanwhile
+    // the user may have started typing meanwhile: a focused field is theirs (setting it between a select-all and
+    // the typed text would glue the two together)
+    if (!$("#keep-name").value && !keepNameTouched) $("#keep-name").value = speaker;
   }
   const r = await api("/api/voices");
   const opts = await api("/api/train/options");
   const box = $("#voices");
   box.innerHTML = "";
   if (!r.voices.length) box.append(el("p", { className: "muted", textContent: `no voices yet (store: ${r.store})` }));
+  const kinds = { curl: "curl (voicetrain serve)", home_assistant: "Home Assistant (Wyoming)", piper: "Home Assistant's Piper add-on (the Piper download)" };
   for (const v of r.voices) {
-    const copy = el("button", { textContent: "Copy" });
-    copy.onclick = guard(async () => { await copyText(v.snippet); toast("copied"); });
+    const snippets = el("div");
+    for (const [kind, label] of Object.entries(kinds)) {
+      if (!v.snippets[kind]) continue;
+      const copy = el("button", { textContent: "Copy" });
+      copy.onclick = guard(async () => { await copyText(v.snippets[kind]); toast("copied"); });
+      const box = el("div", { className: "snippet" }, el("pre", { textContent: v.snippets[kind] }), copy);
+      box.dataset.kind = kind;
+      snippets.append(el("div", { className: "muted", textContent: label }), box);
+    }
     const links = el("div", {}, el("a", { href: withKey(`/api/voices/${v.name}/${v.version}/bundle.zip`), textContent: "Download bundle" }));
     if (opts.piper_export) links.append(" · ", el("a", { href: withKey(`/api/voices/${v.name}/${v.version}/piper.zip`), textContent: "Download for Piper" }));
     const div = el("div", { className: "voice" }, el("b", { textContent: `${v.name}@${v.version}` }),
       el("span", { className: "muted", textContent: `  ${v.created} · ${v.checkpoint || ""}` }),
-      el("div", { textContent: v.note || "" }), links, el("div", { className: "snippet" }, el("pre", { textContent: v.snippet }), copy));
+      el("div", { textContent: v.note || "" }), links, snippets);
     div.dataset.voice = `${v.name}@${v.version}`;
     box.append(div);
   }
