@@ -11,11 +11,13 @@ from typing import Optional
 
 import typer
 
-# OpenMP threads waiting for work sleep instead of spinning. On a CPU shared with other work (2 cores, a browser,
-# a test suite), spinning threads made a 2-thread training step 4-8x slower (bench/omp_wait.py, BENCHMARKS.md).
-# Only takes effect before torch loads its OpenMP runtime, so it is set here, at the entry point; a user's value
-# is kept.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# torch's OpenMP threads spin only briefly (1000 turns, not libgomp's 300,000) before they sleep while waiting for
+# work. With another busy process at the same priority (a browser, an editor) a 2-thread bf16 training step took
+# 0.50 s spinning by default, 0.35 s with the short spin, 0.33 s never spinning (OMP_WAIT_POLICY=PASSIVE); on the
+# quiet machine 0.179, 0.172 and 0.229 s (bench/omp_wait.py, BENCHMARKS.md). Read when torch loads its OpenMP
+# runtime, so it is set here, at the entry point; a user's OMP_WAIT_POLICY or GOMP_SPINCOUNT is kept.
+if "OMP_WAIT_POLICY" not in os.environ:
+    os.environ.setdefault("GOMP_SPINCOUNT", "1000")
 
 app = typer.Typer(
     add_completion=False,
