@@ -1,4 +1,4 @@
-"""Training step time under OpenMP's wait policies, on a quiet CPU and on one shared with other work; one JSON line.
+"""Training step time under OpenMP's wait policies (and precisions), quiet or beside other work; one JSON line.
 
 torch's OpenMP threads spin while they wait for work unless OMP_WAIT_POLICY=PASSIVE. On a small machine shared
 with anything else (here: ``--busy`` CPU-bound processes at nice 19, as a browser or a test suite would be) a
@@ -7,7 +7,7 @@ configuration runs in its own process (the policy is read when torch loads its O
 configurations alternate ``--rounds`` times and the median step of each is reported, with its ratio to the
 default (unset) policy at the same thread count.
 
-    .venv/bin/python bench/omp_wait.py [--threads 1,2] [--busy 0] [--rounds 3] [--precision bf16-mixed]
+    .venv/bin/python bench/omp_wait.py [--threads 1,2] [--busy 0] [--rounds 3] [--precision bf16-mixed[,32-true]]
         [--policies default,PASSIVE,spin=10000]   (spin=N: GOMP_SPINCOUNT=N, libgomp's spin before it sleeps)
 """
 
@@ -55,7 +55,7 @@ def main(argv=None) -> None:
     ap.add_argument("--busy", type=int, default=0, help="CPU-bound processes beside the steps")
     ap.add_argument("--busy-nice", type=int, default=19, help="their niceness (0: as a browser or an editor)")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--precision", default="bf16-mixed")
+    ap.add_argument("--precision", default="bf16-mixed", help="one or several: bf16-mixed,32-true")
     ap.add_argument("--work", default="/tmp/voicetrain-bench")
     ap.add_argument("--policies", default="default,PASSIVE")
     args = ap.parse_args(argv)
@@ -65,28 +65,37 @@ def main(argv=None) -> None:
     ds = ensure_dataset(Path(args.work), 300)
     busy = [subprocess.Popen(["nice", "-n", str(args.busy_nice), sys.executable, "-c", "while True: pass"])
             for _ in range(args.busy)]
-    configs = [(t, p) for t in (int(x) for x in args.threads.split(",")) for p in args.policies.split(",")]
-    steps: dict[str, list[float]] = {f"{t}:{p}": [] for t, p in configs}
+    precisions = args.precision.split(",")
+    configs = [(t, p, q) for t in (int(x) for x in args.threads.split(",")) for p in args.policies.split(",")
+               for q in precisions]
+
+    def key(t, p, q) -> str:
+        return f"{t}:{p}" + (f":{q}" if len(precisions) > 1 else "")
+
+    steps: dict[str, list[float]] = {key(*c): [] for c in configs}
     load_before = os.getloadavg()[0]
     try:
         time.sleep(2 if busy else 0)
         for _ in range(args.rounds):
-            for t, p in configs:
+            for t, p, q in configs:
                 env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
                 env["OMP_NUM_THREADS"] = str(t)
                 if p.startswith("spin="):
                     env["GOMP_SPINCOUNT"] = p.partition("=")[2]
                 elif p != "default":
                     env["OMP_WAIT_POLICY"] = p
-                out = subprocess.run([sys.executable, "-c", CHILD, str(ds), str(t), args.precision,
+                out = subprocess.run([sys.executable, "-c", CHILD, str(ds), str(t), q,
                                       f"/tmp/omp-wait-{t}-{p}"], env=env, check=True, capture_output=True, text=True)
-                steps[f"{t}:{p}"] += json.loads(out.stdout.strip().splitlines()[-1])
+                steps[key(t, p, q)] += json.loads(out.stdout.strip().splitlines()[-1])
     finally:
         for b in busy:
             b.kill()
     med = {k: round(statistics.median(v), 4) for k, v in steps.items()}
-    ratio = {f"{t}:{p}_vs_default": round(med[f"{t}:{p}"] / med[f"{t}:default"], 3)
-             for t, p in configs if p != "default" and f"{t}:default" in med}
+    ratio = {f"{key(t, p, q)}_vs_default": round(med[key(t, p, q)] / med[key(t, "default", q)], 3)
+             for t, p, q in configs if p != "default" and key(t, "default", q) in med}
+    if len(precisions) > 1:  # each precision against the first, same threads and policy
+        ratio |= {f"{key(t, p, q)}_vs_{precisions[0]}": round(med[key(t, p, q)] / med[key(t, p, precisions[0])], 3)
+                  for t, p, q in configs if q != precisions[0]}
     print(json.dumps({"bench": "omp_wait", "precision": args.precision, "busy_processes": args.busy, "busy_nice": args.busy_nice,
                       "median_s_per_step": med, "ratio": ratio, "steps_each": len(next(iter(steps.values()))),
                       "load_avg_before": round(load_before, 2), "machine": f"{os.cpu_count()} cpu"}))
