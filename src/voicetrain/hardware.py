@@ -86,7 +86,7 @@ def choose_defaults(device: DeviceInfo | None, cpu_bf16: bool = False) -> Hardwa
     has native bfloat16 (``cpu_bf16``, :func:`cpu_native_bf16`), else 32-bit).
 
     On the CPU, bf16-mixed (autocast: bf16 matmuls and convolutions, fp32 weights, optimizer and losses) made a
-    FastSpeech 2 ``cpu``-preset step 1.5x faster on an AVX512-BF16 CPU (AMD Zen 5, bench/train_demo.py,
+    FastSpeech 2 ``cpu``-preset step 1.35-1.47x faster on an AVX512-BF16 CPU (AMD Zen 5, bench/omp_wait.py,
     BENCHMARKS.md), at the same held-out quality per step.
 
     Precision: bf16-mixed where the device has native bfloat16 (Ampere and newer; fp32's range, so no loss
