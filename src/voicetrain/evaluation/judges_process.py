@@ -86,21 +86,11 @@ class JudgesProcess:
             raise JudgeError(f"{path}: {value}")
         return value
 
-    @property
-    def whisper(self) -> _Remote:
-        return _Remote(self, "whisper")
-
-    @property
-    def speaker_encoder(self) -> _Remote:
-        return _Remote(self, "speaker_encoder")
-
-    @property
-    def dnsmos(self) -> _Remote:
-        return _Remote(self, "dnsmos")
-
-    @property
-    def pocketsphinx(self) -> _Remote:
-        return _Remote(self, "pocketsphinx")
+    def __getattr__(self, name: str) -> _Remote:
+        # only called for names the object lacks: the judges (``whisper``, ``speaker_encoder``, ...)
+        if name in JUDGES:
+            return _Remote(self, name)
+        raise AttributeError(f"{type(self).__name__} has no attribute {name!r} (it serves {', '.join(JUDGES)})")
 
     @property
     def pid(self) -> int | None:
