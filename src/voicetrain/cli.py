@@ -206,14 +206,15 @@ def finetune_cmd(
                                        "checkpoint) or a checkpoint file."),
     out: Path = typer.Option(..., "--out", help="RUN folder for the fine-tuned voice."),
     strategy: str = typer.Option("full", "--strategy",
-                                 help="full (all weights train at a low rate; the measured best), freeze-encoder, or "
-                                      "speaker-embedding (only the new speaker's vector trains)."),
+                                 help="full (all weights train at a low rate; the measured best), freeze-encoder, "
+                                      "bitfit (the new speaker's vector plus every bias and norm gain: ~12 k "
+                                      "parameters), or speaker-embedding (only the new speaker's vector trains)."),
     speaker_init: str = typer.Option("nearest", "--speaker-init",
                                      help="The new speaker's starting vector: nearest (the base speaker nearest by "
                                           "the speaker encoder) or mean (of the base speakers)."),
     speaker_name: Optional[str] = typer.Option(None, "--speaker-name", help="Name of the new speaker in the voice."),
     freeze: Optional[str] = typer.Option(None, "--freeze", help="Extra modules/groups to freeze, comma-separated."),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Default by strategy: speaker-embedding 1e-2, freeze-encoder 1e-3, full 5e-4 (the base trains at 3e-3)."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Default by strategy: speaker-embedding 1e-2, bitfit 3e-3, freeze-encoder 1e-3, full 5e-4 (the base trains at 3e-3)."),
     max_steps: int = typer.Option(2000, "--max-steps"),
     max_minutes: Optional[float] = typer.Option(None, "--max-minutes"),
     batch_size: int = typer.Option(16, "--batch-size"),

@@ -82,7 +82,7 @@ class TrainConfig(LoopConfig):
         })
 
 
-STRATEGIES = ("speaker-embedding", "freeze-encoder", "full")
+STRATEGIES = ("speaker-embedding", "bitfit", "freeze-encoder", "full")
 SPEAKER_INITS = ("nearest", "mean")
 
 

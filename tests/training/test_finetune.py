@@ -71,6 +71,33 @@ def test_freeze_encoder_keeps_encoder_bit_identical(tmp_path, tiny_run, prepared
     assert not torch.equal(base["model.mel_out.weight"], tuned["model.mel_out.weight"])
 
 
+def test_bitfit_trains_only_biases_norms_and_the_new_row(tmp_path, tiny_run, prepared_demo_dataset):
+    run = tmp_path / "bf"
+    result = finetune(prepared_demo_dataset, tiny_run, run, FinetuneConfig(strategy="bitfit", speaker_name="newvoice", **FT), LOOP)
+    base = _state(find_checkpoint(tiny_run, "best"))
+    tuned = _state(run / "checkpoints" / "last.ckpt")
+    model = load_model(run / "checkpoints" / "last.ckpt").model
+    norms = {n for n, m in model.named_modules() if isinstance(m, torch.nn.LayerNorm)}
+    assert norms, "the tiny model has no LayerNorm to test"
+    moved = set()
+    for k, v in base.items():
+        name = k.removeprefix("model.")
+        if name == "speaker_embedding.weight":
+            assert torch.equal(tuned[k][: v.shape[0]], v), "existing speakers' rows changed"
+            assert not torch.equal(tuned[k][-1], v.mean(0)), "the new speaker's row did not train"
+        elif name.endswith(".bias") or name.rsplit(".", 1)[0] in norms:
+            if not torch.equal(tuned[k], v):
+                moved.add(name)
+        else:
+            assert torch.equal(tuned[k], v), f"a weight outside bitfit changed: {k}"
+    assert any(n.endswith(".bias") for n in moved) and any(n.rsplit(".", 1)[0] in norms for n in moved)
+    trained = result.extra["trainable_parameters"]
+    dim = base["model.speaker_embedding.weight"].shape[1]
+    assert trained["speaker_embedding"] == dim and sum(trained.values()) < 0.1 * sum(v.numel() for v in base.values())
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    assert cfg["finetune"]["strategy"] == "bitfit" and cfg["finetune"]["frozen"] == []
+
+
 def test_incompatible_sample_rate_is_refused(tmp_path, tiny_run, prepared_demo_dataset):
     ds = tmp_path / "ds16k"
     shutil.copytree(prepared_demo_dataset, ds)
