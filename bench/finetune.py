@@ -27,6 +27,9 @@ Figures per run (one JSON line each), on --sentences held-out Harvard sentences,
     .venv/bin/python bench/finetune.py --target-utterances 20 --minutes 1     # 1 minute of audio and training
     .venv/bin/python bench/finetune.py --runs full --vocoder-minutes 10       # + the vocoder on the voice's own mels
 
+--precision auto (the default) gives scratch and fine-tuning alike the precision voicetrain's CLI picks on this
+machine (bf16-mixed on CPUs with native bfloat16); each line says which one it trained with.
+
 --vocoder-minutes M (issue 15's own-voice vocoder): after the runs, `train-vocoder TARGET --from builtin
 --on-generated FULL_RUN --max-minutes M` fine-tunes the shipped vocoder on the first fine-tuned run's
 teacher-forced mels; one more JSON line ("bench": "finetune-vocoder") scores that run's held-out
@@ -175,6 +178,16 @@ def best_val_loss(run: Path) -> float | None:
     return round(min(vals), 4) if vals else None
 
 
+def _auto(args) -> tuple[str, ...]:
+    """--precision auto: the precision voicetrain's CLI picks on this machine, for scratch and fine-tuning alike."""
+    return ("train.precision",) if args.precision == "auto" else ()
+
+
+def _precision(cfg, args):
+    return cfg if args.precision == "auto" else dataclasses.replace(
+        cfg, train=dataclasses.replace(cfg.train, precision=args.precision))
+
+
 def _train_one(name: str, run: Path, args, base: str, target_ds: Path, snaps: list[float]):
     """Train one run under the shared budget; returns (RunResult, trainable parameter count)."""
     from voicetrain.inference.checkpoint import find_checkpoint, load_model
@@ -189,14 +202,15 @@ def _train_one(name: str, run: Path, args, base: str, target_ds: Path, snaps: li
             d.train, max_steps=10_000_000, max_minutes=args.minutes, threads=args.threads,
             val_every_steps=args.val_every, checkpoint_every_steps=args.val_every,
             sample_every_steps=args.val_every * 5, snapshot_minutes=snaps))
-        res = train(target_ds, run, cfg)
+        res = train(target_ds, run, _precision(cfg, args), auto=_auto(args))
         model = load_model(find_checkpoint(run, "last")).model
         return res, sum(p.numel() for p in model.parameters())
     strategy, _, init = name.partition(":")
     loop = dataclasses.replace(FINETUNE_TRAIN, max_steps=10_000_000, max_minutes=args.minutes, threads=args.threads,
                                val_every_steps=args.val_every, checkpoint_every_steps=args.val_every,
                                sample_every_steps=args.val_every * 5, early_stopping_patience=0, snapshot_minutes=snaps)
-    res = finetune(target_ds, base, run, FinetuneConfig(strategy=strategy, speaker_init=init or "nearest"), loop)
+    res = finetune(target_ds, base, run, FinetuneConfig(strategy=strategy, speaker_init=init or "nearest"),
+                   _precision(RunConfig(train=loop), args).train, auto=_auto(args))
     return res, sum(res.extra["trainable_parameters"].values())
 
 
@@ -217,6 +231,8 @@ def main(argv=None) -> None:
     ap.add_argument("--target-utterances", type=int, default=60, help="slt prompts (~3 min of audio at 60).")
     ap.add_argument("--minutes", type=float, default=3.0, help="Wall-clock budget of EACH run.")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--precision", default="auto",
+                    help="Every run's precision: auto (the CLI's choice on this machine), 32-true or bf16-mixed.")
     ap.add_argument("--val-every", type=int, default=20, help="Validate (and checkpoint) every N steps.")
     ap.add_argument("--sentences", type=int, default=20, help="Held-out Harvard sentences to score.")
     ap.add_argument("--runs", default="full,scratch",
@@ -241,6 +257,8 @@ def main(argv=None) -> None:
     from voicetrain.inference.checkpoint import choose_checkpoint
     from voicetrain.inference.synthesizer import Synthesizer
     from voicetrain.training.finetune import speaker_centroids
+    from voicetrain.config import load_yaml
+    from voicetrain.run_config import RunConfig
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -319,6 +337,7 @@ def main(argv=None) -> None:
                 (v["nearest"] for v in init.get("speakers", {}).values()), None),
             "val_loss": round(res.final_val_loss, 4) if res.final_val_loss is not None else None,
             "best_val_loss": best_val_loss(run), "steps": res.steps,
+            "precision": load_yaml(RunConfig, run / "config.yaml").train.precision,
             "evaluated_checkpoint": choose_checkpoint(run, "best").path.name, "trainable_parameters": trainable,
             "train_wall_s": round(res.wall_seconds, 1), "total_wall_s": round(total_s, 1),
             "stopped_because": res.stopped_because, "budget_min": args.minutes, "threads": args.threads,

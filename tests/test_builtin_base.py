@@ -73,3 +73,7 @@ def test_finetune_without_from_starts_from_builtin(tmp_path, prepared_demo_datas
     init = json.loads((run / "speaker_init.json").read_text())
     (picked,) = init["speakers"].values()
     assert init["method"] == "nearest" and picked["nearest"] in base_speakers
+    from voicetrain import hardware
+
+    # no --precision: the machine's choice, as `train` makes it (bf16-mixed on CPUs with native bfloat16)
+    assert cfg["train"]["precision"] == ("bf16-mixed" if hardware.cpu_native_bf16() else "32-true")

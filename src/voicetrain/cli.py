@@ -140,7 +140,8 @@ def train_cmd(
     max_minutes: Optional[float] = typer.Option(None, "--max-minutes", help="Wall-clock cap; stops cleanly with a checkpoint."),
     accumulate: Optional[int] = typer.Option(None, "--accumulate", help="Gradient accumulation batches."),
     precision: Optional[str] = typer.Option(None, "--precision", help="32-true, bf16-mixed, 16-mixed (GPU) (default: "
-                                            "bf16-mixed on Ampere and newer, 16-mixed on Volta/Turing, else 32-true)."),
+                                            "bf16-mixed on Ampere and newer GPUs and on CPUs with native bfloat16, 16-mixed on Volta/Turing, "
+                                            "else 32-true)."),
     devices: Optional[str] = typer.Option(None, "--devices", help="Lightning devices, e.g. auto, 1, 4."),
     num_nodes: Optional[int] = typer.Option(None, "--num-nodes", help="Machines for multi-node DDP."),
     overfit: Optional[int] = typer.Option(None, "--overfit", help="Train on N utterances to prove the pipeline can memorize."),
@@ -220,6 +221,8 @@ def finetune_cmd(
     batch_size: int = typer.Option(16, "--batch-size"),
     early_stop: int = typer.Option(5, "--early-stop", help="Stop after N validations without improvement (0 = off)."),
     threads: int = typer.Option(0, "--threads"),
+    precision: Optional[str] = typer.Option(None, "--precision", help="32-true or bf16-mixed (default: bf16-mixed "
+                                            "on CPUs with native bfloat16, else 32-true; a resumed run keeps its own)."),
 ) -> None:
     """Fine-tune a voice to a new speaker: by default the shipped multi-speaker base (`builtin`)."""
     from voicetrain.config import ConfigError, with_overrides
@@ -232,8 +235,9 @@ def finetune_cmd(
         ft = FinetuneConfig(strategy=strategy, speaker_init=speaker_init, speaker_name=speaker_name or "",
                             freeze=[f.strip() for f in (freeze or "").split(",") if f.strip()])
         loop = with_overrides(FINETUNE_TRAIN, [("max_steps", max_steps), ("max_minutes", max_minutes), ("threads", threads),
-                                               ("batch_size", batch_size), ("early_stopping_patience", early_stop)])
-        result = finetune(dataset, base, out, ft, loop, lr=lr)
+                                               ("batch_size", batch_size), ("early_stopping_patience", early_stop)]
+                              + ([("precision", precision)] if precision else []))
+        result = finetune(dataset, base, out, ft, loop, lr=lr, auto=() if precision else ("train.precision",))
     except (ConfigError, CheckpointError, RegistryError, FileNotFoundError) as e:
         _fail(str(e))
     typer.echo(f"{out}: {result.steps} steps in {result.wall_seconds/60:.1f} min; val loss {result.final_val_loss}; "

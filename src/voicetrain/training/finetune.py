@@ -253,9 +253,11 @@ class _Setup:
 
 def finetune(dataset_dir: str | os.PathLike, base: str | os.PathLike | None, run_dir: str | os.PathLike,
              ft: FinetuneConfig = FinetuneConfig(), train: TrainConfig = FINETUNE_TRAIN, lr: float | None = None,
-             console: Console | None = None, resume: bool | str = "auto"):
+             console: Console | None = None, resume: bool | str = "auto", auto: tuple[str, ...] = ()):
     """Fine-tune ``base`` (None: ``builtin``; a run folder, checkpoint, NAME or bundle) on a prepared dataset into
-    ``run_dir``. ``ft`` is the run's ``finetune`` section, ``train`` its loop; ``lr`` None is the strategy's."""
+    ``run_dir``. ``ft`` is the run's ``finetune`` section, ``train`` its loop; ``lr`` None is the strategy's.
+    ``auto``: loop settings left to this machine (as :func:`voicetrain.training.train.train`'s, e.g.
+    ``("train.precision",)``: bf16-mixed on CPUs with native bfloat16); the default uses ``train`` as given."""
     from voicetrain.training.train import train as train_run
 
     console = console or Console(stderr=True)
@@ -324,7 +326,8 @@ def finetune(dataset_dir: str | os.PathLike, base: str | os.PathLike | None, run
     console.print(f"fine-tuning {b.voice.model} from {ckpt_path} ({ft.strategy}); speakers: {old} + new {new}")
     setup = _Setup(list(cfg.finetune.frozen), [table.index(n) for n in cfg.finetune.trainable_speakers] or None, console,
                    bitfit=cfg.finetune.strategy == "bitfit")
-    result = train_run(dataset_dir, run_dir, cfg, resume=resume, console=console, init_state=state, setup_model=setup)
+    result = train_run(dataset_dir, run_dir, cfg, resume=resume, console=console, init_state=state, setup_model=setup,
+                       auto=auto)
     result.extra["trainable_parameters"] = setup.report
     result.extra["speaker_init"] = init_report
     return result
