@@ -7,7 +7,9 @@ discriminators (so `train-vocoder --from builtin` continues the GAN game), vocod
 build it, its AudioConfig, the full vocoder run config and the facts below) and README.md, the
 model card: data, steps, CPU time, and the figures of `bench/vocoder.py --vocoder VOCODER_RUN`,
 whose JSON line --bench names. Commit the result only when it beats the committed weights on that
-bench (BENCHMARKS.md keeps the history).
+bench (BENCHMARKS.md keeps the history). A run trained `--from builtin` continues the shipped vocoder:
+the card and vocoder.json (facts.continued_from) keep the earlier stages, and --corpus says how this
+stage's dataset was made.
 """
 
 from __future__ import annotations
@@ -28,16 +30,20 @@ def card(facts: dict) -> str:
                 f"{r['dnsmos_ovrl']:.3f} | {r.get('mcd_db', float('nan')):.3f} |")
 
     met = "\n".join(f"- {k}: {'met' if v else 'NOT met'}" for k, v in b["targets"].items())
+    stages = [*facts.get("continued_from", []), facts]
+    stage_lines = "\n".join(
+        f"{i}. `voicetrain train-vocoder{' --from builtin' if i > 1 else ''}` on {st['corpus']}: {st['n_voices']} voices, "
+        f"{st['train_utterances']} training utterances; {st['steps']} steps ({st['gan_start_step']} "
+        f"reconstruction-only, then GAN), {st['train_minutes']:.0f} minutes on {st['machine']}."
+        for i, st in enumerate(stages, 1))
     return f"""# voicetrain built-in vocoder (`--vocoder builtin`)
 
 Vocos generator ({facts['model_config']}), {facts['generator_parameters']} parameters, fp16 safetensors.
-Trained by voicetrain's own recipe (recipes/vocoder_cpu.md): `voicetrain train-vocoder` on
-`demo-data --voices {facts['corpus_preset']} --utterances {facts['utterances_per_voice']}`
-({facts['n_voices']} voices: espeak-ng variants, flite awb/kal16/rms, festival English and non-English voices,
-sox pitch-shifted copies; no slt voice), {facts['train_utterances']} training utterances.
+Trained by voicetrain's own recipe (recipes/vocoder_cpu.md), in {len(stages)} stage(s) (no slt voice in any):
 
-- Steps: {facts['steps']} generator updates ({facts['gan_start_step']} reconstruction-only, then GAN).
-- Compute: {facts['train_minutes']:.0f} minutes on {facts['machine']} (no GPU).
+{stage_lines}
+
+- In all: {sum(st['steps'] for st in stages)} generator updates, {sum(st['train_minutes'] for st in stages):.0f} minutes of CPU training (no GPU).
 - Source checkpoint: {facts['source_checkpoint']} (exponential moving average of the generator).
 
 ## Held-out figures (`bench/vocoder.py`, {b['held_out']}, real mels, same run)
@@ -74,13 +80,12 @@ def main(argv=None) -> int:
     ap.add_argument("run")
     ap.add_argument("--bench", required=True, help="File with bench/vocoder.py's JSON line for this run.")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "src/voicetrain/pretrained/vocoder"))
-    ap.add_argument("--corpus-preset", default="universal")
-    ap.add_argument("--utterances-per-voice", type=int, default=100)
+    ap.add_argument("--corpus", default="`demo-data --voices universal --utterances 100`",
+                    help="How the run's dataset was made, for the card (its voices are counted from the dataset).")
     args = ap.parse_args(argv)
 
     import platform
 
-    from voicetrain.data.demo import expand_voices
     from voicetrain.data.manifest import PreparedDataset
     from voicetrain.inference.checkpoint import find_checkpoint, load_checkpoint_safe
     from voicetrain.inference.vocoder import load_vocoder_checkpoint, write_pretrained_vocoder
@@ -98,8 +103,8 @@ def main(argv=None) -> int:
     facts = {
         "vocoder_run_config": run_cfg, "model_config": loaded.model_config,
         "generator_parameters": sum(p.numel() for p in loaded.vocoder.parameters()),
-        "corpus_preset": args.corpus_preset, "utterances_per_voice": args.utterances_per_voice,
-        "n_voices": len(expand_voices([args.corpus_preset])), "train_utterances": len(ds.manifest("train")),
+        "corpus": args.corpus, "n_voices": len({u.speaker for u in ds.manifest("train")}),
+        "train_utterances": len(ds.manifest("train")),
         "steps": loaded.step, "gan_start_step": run_cfg["loss"]["gan_start_step"],
         "train_minutes": (result.get("wall_seconds") or _metrics_wall_seconds(run)) / 60,
         # the threads the run trained on (config.yaml), not the machine's cores: a 1-thread run on 2 cores is not 2x
@@ -107,6 +112,19 @@ def main(argv=None) -> int:
                     f"{platform.machine()} machine"),
         "source_checkpoint": f"{run.name}/checkpoints/{loaded.path.name}", "bench": bench,
     }
+    if run_cfg.get("init_from") == "builtin":
+        # a continuation of the shipped vocoder: its stages stay on the card
+        shipped = json.loads((Path(args.out) / "vocoder.json").read_text())["facts"]
+        earlier = {k: v for k, v in shipped.items() if k not in ("bench", "continued_from", "vocoder_run_config")}
+        threads = shipped.get("vocoder_run_config", {}).get("train", {}).get("threads")
+        if threads:  # cards before continuations named the machine's cores, not the run's threads
+            earlier["machine"] = f"{threads} torch thread(s) on a 2-core x86_64 machine"
+        earlier.setdefault("corpus", f"`demo-data --voices {shipped.get('corpus_preset', 'universal')} --utterances "
+                                     f"{shipped.get('utterances_per_voice', 100)}`")
+        facts["continued_from"] = [*shipped.get("continued_from", []), earlier]
+    elif run_cfg.get("init_from"):
+        sys.exit(f"{run} started from {run_cfg['init_from']}, not from the shipped vocoder: its card would lack "
+                 "that stage (nothing was written)")
     folder = write_pretrained_vocoder(loaded, args.out, card(facts), facts, discriminators=disc)
     size = sum(p.stat().st_size for p in folder.iterdir())
     print(json.dumps({"out": str(folder), "bytes": size, "step": loaded.step}))
