@@ -127,6 +127,25 @@ def test_unseen_symbols_are_named(tmp_path, tiny_run, prepared_demo_dataset):
     assert emb.shape[0] == len(syms)
 
 
+def test_new_phoneme_rows_learn_where_the_table_is_frozen(tmp_path, tiny_run, prepared_demo_dataset):
+    """bitfit and speaker-embedding freeze the phoneme table; the rows a dataset adds must still learn."""
+    ds = tmp_path / "dsnew"
+    shutil.copytree(prepared_demo_dataset, ds)
+    rows = [json.loads(ln) for ln in (ds / "train.jsonl").read_text(encoding="utf-8").splitlines()]
+    for row in rows:
+        row["phonemes"] += " ʀ"
+    (ds / "train.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    base = _state(find_checkpoint(tiny_run, "best"))["model.embedding.weight"]
+    for strategy in ("bitfit", "speaker-embedding"):
+        result = finetune(ds, tiny_run, tmp_path / strategy, FinetuneConfig(strategy=strategy, speaker_name="nv", **FT),
+                          LOOP)
+        emb = _state(tmp_path / strategy / "checkpoints" / "last.ckpt")["model.embedding.weight"]
+        assert emb.shape[0] == base.shape[0] + 1
+        assert torch.equal(emb[: base.shape[0]], base), f"{strategy}: a row the base knew changed"
+        assert not torch.equal(emb[-1], base[1:].mean(0)), f"{strategy}: the new symbol's row did not learn"
+        assert result.extra["trainable_parameters"]["embedding"] == base.shape[1]
+
+
 def test_unknown_strategy_and_module(tmp_path, tiny_run, prepared_demo_dataset):
     with pytest.raises(ConfigError, match="finetune.strategy: 'magic' is out of range; expected one of speaker-embedding"):
         FinetuneConfig(strategy="magic", **FT)

@@ -224,10 +224,12 @@ class _Setup:
     """Callable passed to train(): freezes modules (or, for ``bitfit``, every weight but the biases and norms);
     carries which speaker rows may train."""
 
-    def __init__(self, frozen: list[str], trainable_rows: list[int] | None, console: Console, bitfit: bool = False):
+    def __init__(self, frozen: list[str], trainable_rows: list[int] | None, console: Console, bitfit: bool = False,
+                 new_symbol_rows: list[int] | None = None):
         self.frozen = frozen
         self.trainable_speaker_rows = trainable_rows
         self.bitfit = bitfit
+        self.new_symbol_rows = new_symbol_rows or []
         self.console = console
         self.report: dict[str, int] = {}
 
@@ -239,9 +241,18 @@ class _Setup:
             keep = bitfit_parameters(model)
             for name, p in model.named_parameters():
                 p.requires_grad_(name in keep)
+        table = getattr(model, "embedding", None)
+        if self.new_symbol_rows and table is not None and not table.weight.requires_grad:
+            # the phoneme rows this dataset added start as the mean row: they must learn even where the
+            # strategy freezes the table; a gradient mask keeps every row the base knew as it was
+            mask = torch.zeros(table.weight.shape[0], 1)
+            mask[self.new_symbol_rows] = 1.0
+            table.weight.requires_grad_(True)
+            table.weight.register_hook(lambda g: g * mask.to(g))
+            self.report["embedding"] = len(self.new_symbol_rows) * table.weight.shape[1]
         for name, module in model.named_children():
             n = sum(p.numel() for p in module.parameters() if p.requires_grad)
-            if n:
+            if n and name not in self.report:
                 self.report[name] = n
         if self.trainable_speaker_rows is not None:
             dim = model.speaker_embedding.weight.shape[1]
@@ -325,7 +336,8 @@ def finetune(dataset_dir: str | os.PathLike, base: str | os.PathLike | None, run
         atomic_write_json(run_dir / "speaker_init.json", init_report)
     console.print(f"fine-tuning {b.voice.model} from {ckpt_path} ({ft.strategy}); speakers: {old} + new {new}")
     setup = _Setup(list(cfg.finetune.frozen), [table.index(n) for n in cfg.finetune.trainable_speakers] or None, console,
-                   bitfit=cfg.finetune.strategy == "bitfit")
+                   bitfit=cfg.finetune.strategy == "bitfit",
+                   new_symbol_rows=list(range(len(b.symbols.symbols), len(symbols.symbols))))
     result = train_run(dataset_dir, run_dir, cfg, resume=resume, console=console, init_state=state, setup_model=setup,
                        auto=auto)
     result.extra["trainable_parameters"] = setup.report
