@@ -31,6 +31,9 @@ def card(facts: dict) -> str:
 
     met = "\n".join(f"- {k}: {'met' if v else 'NOT met'}" for k, v in b["targets"].items())
     stages = [*facts.get("continued_from", []), facts]
+    prev = facts.get("vs_previous")
+    vs_previous = ("Against the previously shipped weights (paired, the same utterances), mean [95% bootstrap interval]: "
+                   + ", ".join(f"{k} {v['mean']:+.4f} {v['ci95']}" for k, v in prev.items()) + ".\n\n") if prev else ""
     stage_lines = "\n".join(
         f"{i}. `voicetrain train-vocoder{' --from builtin' if i > 1 else ''}` on {st['corpus']}: {st['n_voices']} voices, "
         f"{st['train_utterances']} training utterances; {st['steps']} steps ({st['gan_start_step']} "
@@ -59,12 +62,26 @@ Paired difference to Griffin-Lim, mean [95% bootstrap interval]: Whisper CER {d[
 DNSMOS {d['dnsmos_ovrl']['mean']:+.3f} {d['dnsmos_ovrl']['ci95']}. One-thread RTF {b['rtf_1thread']['neural']}
 (Griffin-Lim {b['rtf_1thread']['griffin_lim']}).
 
-The bar for becoming the default vocoder (issue 15):
+{vs_previous}The bar for becoming the default vocoder (issue 15):
 {met}
 
 Until every target is met, Griffin-Lim stays the default and this vocoder is opt-in (`--vocoder builtin`).
 Continue training it: `voicetrain train-vocoder DATASET --out RUN --from builtin --max-minutes N`.
 """
+
+
+def _vs_previous(new: dict, old: dict) -> dict:
+    """Paired differences (this vocoder - the shipped one) over the same held-out utterances: both benches keep
+    their per-utterance figures, and vocoding and the judges are deterministic, so the old run's figures stand."""
+    from voicetrain.evaluation.quality import paired_difference
+
+    out = {}
+    for k, a in new["per_utterance"].items():
+        b = old.get("per_utterance", {}).get(k)
+        if b and len(b) == len(a):
+            d = paired_difference(dict(enumerate(a)), dict(enumerate(b)), draws=10_000)
+            out[k] = {"mean": round(d.mean, 4), "ci95": [round(d.low, 4), round(d.high, 4)]}
+    return out
 
 
 def _metrics_wall_seconds(run: Path) -> float:
@@ -122,6 +139,7 @@ def main(argv=None) -> int:
         earlier.setdefault("corpus", f"`demo-data --voices {shipped.get('corpus_preset', 'universal')} --utterances "
                                      f"{shipped.get('utterances_per_voice', 100)}`")
         facts["continued_from"] = [*shipped.get("continued_from", []), earlier]
+        facts["vs_previous"] = _vs_previous(bench["neural"], shipped["bench"]["neural"])
     elif run_cfg.get("init_from"):
         sys.exit(f"{run} started from {run_cfg['init_from']}, not from the shipped vocoder: its card would lack "
                  "that stage (nothing was written)")
