@@ -52,7 +52,6 @@ from pathlib import Path
 
 import numpy as np
 
-STRATEGIES = ("speaker-embedding", "freeze-encoder", "full")
 TARGET_VOICE = "slt"
 
 
@@ -244,6 +243,8 @@ def main(argv=None) -> None:
                     help="Also write a `voicetrain compare` report of the runs to WORK/compare-Mmin.")
     args = ap.parse_args(argv)
     names = [n.strip() for n in args.runs.split(",") if n.strip()]
+    from voicetrain.run_config import STRATEGIES
+
     unknown = [n for n in names if n != "scratch" and (n.partition(":")[0] not in STRATEGIES
                                                         or n.partition(":")[2] not in ("", "mean", "nearest"))]
     if unknown:

@@ -73,6 +73,7 @@ def main(argv=None) -> int:
     from voicetrain.inference.bundle import register_run
     from voicetrain.registry.store import ModelStore, _make_writable, verify_bundle, write_manifest
     from voicetrain.training.finetune import CENTROIDS, speaker_centroids
+    from voicetrain.voice_config import load_voice_config
 
     run = Path(args.run).resolve()
     cfg = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
@@ -114,7 +115,7 @@ def main(argv=None) -> int:
         steps = info["source"]["step"]
         card = f"""# voicetrain built-in base voice (`builtin`)
 
-Multi-speaker {info['model']} (preset `{info['run_config']['preset']}`), {n_params:,} parameters, fp16 safetensors.
+Multi-speaker {info['model']} (preset `{load_voice_config(info, 'voice.json').preset}`), {n_params:,} parameters, fp16 safetensors.
 `voicetrain finetune DATA --out RUN` starts from it when `--from` is not given; `voicetrain models list` shows it.
 
 - Data: `voicetrain {args.corpus}` — {len(info['speakers'])} English voices (espeak-ng variants, flite awb and
