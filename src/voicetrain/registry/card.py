@@ -45,9 +45,12 @@ def dataset_fingerprint(dataset_dir: Path) -> dict[str, Any]:
     return out
 
 
-def _training_summary(run: Path) -> dict[str, Any]:
+def _training_summary(run: Path, step: int | None = None) -> dict[str, Any]:
+    """The run's totals (steps, wall time, final losses: the run as it stands, which may have trained on past
+    the registered checkpoint) and the losses at the checkpoint's ``step``, from metrics.csv rows up to it."""
     out: dict[str, Any] = {"steps": None, "wall_seconds": None, "final_train_loss": None, "final_val_loss": None,
-                           "stopped_because": None, "metrics_rows": 0, "last_metrics": None}
+                           "stopped_because": None, "metrics_rows": 0, "last_metrics": None,
+                           "train_loss_at_checkpoint": None, "val_loss_at_checkpoint": None}
     rp = run / "result.json"
     if rp.is_file():
         try:
@@ -61,17 +64,32 @@ def _training_summary(run: Path) -> dict[str, Any]:
         with open(mp, newline="", encoding="utf-8") as f:
             rows = list(csv.DictReader(f))
         out["metrics_rows"] = len(rows)
-        if rows:
-            last: dict[str, Any] = {}
-            for row in rows:  # the latest non-empty value of every column
-                for k, v in row.items():
-                    if k and v not in (None, ""):
-                        try:
-                            last[k] = float(v)
-                        except ValueError:
-                            last[k] = v
-            out["last_metrics"] = last
+        last, at_ckpt = _latest_values(rows), _latest_values(
+            [r for r in rows if step is None or _as_float(r.get("step")) <= step])
+        out["last_metrics"] = last or None
+        out["train_loss_at_checkpoint"] = at_ckpt.get("train/loss")
+        out["val_loss_at_checkpoint"] = at_ckpt.get("val/loss")
     return out
+
+
+def _as_float(v: Any) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return float("inf")
+
+
+def _latest_values(rows: list[dict[str, str]]) -> dict[str, Any]:
+    """The latest non-empty value of every column."""
+    last: dict[str, Any] = {}
+    for row in rows:
+        for k, v in row.items():
+            if k and v not in (None, ""):
+                try:
+                    last[k] = float(v)
+                except ValueError:
+                    last[k] = v
+    return last
 
 
 def _eval_summary(run: Path, checkpoint: Path) -> dict[str, Any] | None:
@@ -107,7 +125,7 @@ def build_card(*, name: str, version: str, run: Path | None, checkpoint: Path, s
                          "vocoder": voice.vocoder},
         "training": {"run": str(run) if run else None, "checkpoint": checkpoint.name, "checkpoint_step": step,
                      "optim": training.get("optim"), "train": training.get("train"),
-                     **(_training_summary(run) if run else {})},
+                     **(_training_summary(run, step) if run else {})},
         "base_model": ft.get("init_from") or None,
         "frozen": list(ft.get("frozen") or []),
         "dataset": dataset,
@@ -139,8 +157,10 @@ def render_markdown(card: dict[str, Any]) -> str:
         *[f"| {k} | {_fmt(v)} |" for k, v in a["hyperparameters"].items()], "",
         "## Training", "",
         f"- run: `{t.get('run')}`, checkpoint `{t['checkpoint']}` (step {t['checkpoint_step']})",
-        f"- steps: {_fmt(t.get('steps'))}, wall time: {_fmt(t.get('wall_seconds'))} s",
-        f"- final train loss: {_fmt(t.get('final_train_loss'))}, final val loss: {_fmt(t.get('final_val_loss'))}",
+        f"- at the checkpoint: train loss {_fmt(t.get('train_loss_at_checkpoint'))}, "
+        f"val loss {_fmt(t.get('val_loss_at_checkpoint'))}",
+        f"- the run in all: {_fmt(t.get('steps'))} steps, {_fmt(t.get('wall_seconds'))} s; at its end: train loss "
+        f"{_fmt(t.get('final_train_loss'))}, val loss {_fmt(t.get('final_val_loss'))}",
         f"- optimizer: {json.dumps(t['optim'])}", "",
         "## Data", "",
         f"- dataset: `{d.get('path')}` ({'reachable' if d.get('reachable') else 'not reachable when registered'})",
