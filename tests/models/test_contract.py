@@ -30,7 +30,8 @@ def make_batch(B=3, L=12, T=60, seed=0, n_speakers=2):
 
 
 # architecture variants a config can select, each held to the same contract
-VARIANTS = {"fastspeech2+fft-decoder": ("fastspeech2", {"decoder_type": "fft", "mel_prior": False})}
+VARIANTS = {"fastspeech2+fft-decoder": ("fastspeech2", {"decoder_type": "fft", "mel_prior": False}),
+            "fastspeech2+gaussian-aligner": ("fastspeech2", {"aligner": "gaussian"})}
 
 
 def tiny(name, n_speakers=2):

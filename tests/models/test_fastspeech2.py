@@ -3,7 +3,11 @@
 import torch
 
 from tests.models.test_contract import make_batch, tiny
-from voicetrain.models.aligner import beta_binomial_log_prior, hard_alignment
+import pytest
+
+from voicetrain.config import ConfigError
+from voicetrain.models.aligner import beta_binomial_log_prior, gaussian_log_likelihood, hard_alignment, monotonic_path
+from voicetrain.models.fastspeech2 import FastSpeech2Config
 from voicetrain.models.layers import average_by_duration, regulate_length
 
 
@@ -32,6 +36,42 @@ def test_hard_alignment_of_diagonal_attention():
         soft[0, t, t // 2] = 1.0
     hard = hard_alignment(soft + 1e-3, torch.tensor([3]), torch.tensor([6]))
     assert hard.sum(1).tolist() == [[2, 2, 2]]
+
+
+def test_gaussian_search_recovers_the_durations_that_made_the_mels():
+    g = torch.Generator().manual_seed(0)
+    means = torch.randn(2, 4, 8, generator=g) * 3  # (B, L, M): four distinct token means
+    durations = torch.tensor([[3, 1, 5, 2], [2, 4, 1, 0]])  # the second item has 3 tokens
+    mels = torch.zeros(2, 8, 11)
+    for b in range(2):
+        frames = torch.repeat_interleave(means[b], durations[b], dim=0)  # (T_b, M)
+        mels[b, :, : len(frames)] = frames.T + 0.1 * torch.randn(frames.T.shape, generator=g)
+    hard = monotonic_path(gaussian_log_likelihood(mels, means), torch.tensor([4, 3]), torch.tensor([11, 7]))
+    assert hard.sum(1).long().tolist() == durations.tolist()
+
+
+def test_gaussian_aligner_durations_sum_and_its_loss_trains_the_means():
+    model = tiny("fastspeech2+gaussian-aligner")
+    assert model.aligner is None  # no separate attention network to train
+    b = make_batch(B=3, L=12, T=60)
+    out = model(**b)
+    assert torch.equal(out.durations.sum(1), b["mel_lens"])
+    assert torch.equal(model.align(b["tokens"], b["token_lens"], b["mels"], b["mel_lens"], b["speakers"]),
+                       out.durations)
+    losses = model.loss(out, b["mels"], b["mel_lens"], b["token_lens"], step=1000)
+    assert float(losses["bin"]) == 0.0 and float(losses["align"]) > 0
+    model.zero_grad()
+    losses["align"].backward()
+    # the alignment loss teaches the encoder each token's sound, not only the projection
+    assert model.mel_prior.weight.grad.abs().sum() > 0
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.encoder.parameters())
+
+
+def test_gaussian_aligner_needs_the_mel_prior():
+    with pytest.raises(ConfigError, match="aligner"):
+        FastSpeech2Config(aligner="gaussian", mel_prior=False)
+    with pytest.raises(ConfigError, match="aligner"):
+        FastSpeech2Config(aligner="ctc")
 
 
 def test_regulate_length_and_average():

@@ -1,4 +1,5 @@
-"""Learned text-to-mel alignment (Badlani et al., 2021, "One TTS Alignment To Rule Them All").
+"""Text-to-mel alignment: learned attention (Badlani et al., 2021, "One TTS Alignment To Rule Them All"),
+or Glow-TTS's search against per-token Gaussian means (:func:`gaussian_log_likelihood`).
 
 Soft attention between text embeddings and mel frames, biased by a beta-binomial
 prior so that it starts near the diagonal; hard durations come from monotonic
@@ -70,14 +71,31 @@ class AlignmentEncoder(nn.Module):
 
 def hard_alignment(soft: torch.Tensor, text_lens: torch.Tensor, mel_lens: torch.Tensor) -> torch.Tensor:
     """Monotonic alignment search over log soft attention: (B, T, L) -> (B, T, L) 0/1 path."""
+    return monotonic_path(torch.log(soft.detach().float().clamp(min=1e-8)), text_lens, mel_lens)
+
+
+def monotonic_path(score: torch.Tensor, text_lens: torch.Tensor, mel_lens: torch.Tensor) -> torch.Tensor:
+    """The monotonic path of highest total ``score`` (B, T, L) -> (B, T, L) 0/1, each frame on one token."""
     from monotonic_alignment_search import maximum_path
 
-    B, T, L = soft.shape
+    B, T, L = score.shape
     mask = (torch.arange(L)[None, :, None] < text_lens.cpu()[:, None, None]) & \
            (torch.arange(T)[None, None, :] < mel_lens.cpu()[:, None, None])  # (B, L, T)
-    value = torch.log(soft.detach().float().cpu().clamp(min=1e-8)).transpose(1, 2)  # (B, L, T)
+    value = score.detach().float().cpu().transpose(1, 2)  # (B, L, T)
     path = maximum_path(value.contiguous(), mask.float(), implementation="cython")
-    return path.transpose(1, 2).to(soft.device, soft.dtype)
+    return path.transpose(1, 2).to(score.device, score.dtype)
+
+
+def gaussian_log_likelihood(mels: torch.Tensor, means: torch.Tensor) -> torch.Tensor:
+    """(B, T, L) log-likelihood of each frame of ``mels`` (B, M, T) under a unit-variance Gaussian at each
+    token's mean ``means`` (B, L, M), constants dropped: Glow-TTS's alignment score.
+
+    In float32 whatever the autocast: MAS compares sums over hundreds of frames, which bf16 would blur."""
+    with torch.autocast(mels.device.type, enabled=False):
+        x, mu = mels.float(), means.float()
+        dist = (x.pow(2).sum(1)[:, :, None] + mu.pow(2).sum(2)[:, None, :]
+                - 2 * torch.bmm(x.transpose(1, 2), mu.transpose(1, 2)))  # (B, T, L), no (B, T, L, M) tensor
+    return -0.5 * dist
 
 
 def forward_sum_loss(logprob: torch.Tensor, log_prior: torch.Tensor, text_lens: torch.Tensor,

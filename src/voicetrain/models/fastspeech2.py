@@ -16,7 +16,8 @@ from torch import nn
 
 from voicetrain.config import AT_LEAST_0, POSITIVE, PROBABILITY, WEIGHT, check_ranges
 from voicetrain.models.aligner import (
-    AlignmentEncoder, beta_binomial_log_prior, bin_loss, forward_sum_loss, hard_alignment)
+    AlignmentEncoder, beta_binomial_log_prior, bin_loss, forward_sum_loss, gaussian_log_likelihood, hard_alignment,
+    monotonic_path)
 from voicetrain.models.layers import (
     ConvStack, FFTStack, MultiHeadSelfAttention, VariancePredictor, average_by_duration, regulate_length, sequence_mask)
 
@@ -44,7 +45,14 @@ class FastSpeech2Config:
     (BENCHMARKS.md). [0, 0] = full dropout from the start."""
     predictor_filters: int = 160
     predictor_kernel: int = 3
+    aligner: str = "rad"
+    """How durations are found while training. "rad": a learned attention (its own encoder over the mels,
+    the forward-sum and binarization losses; Badlani et al., 2021). "gaussian": Glow-TTS's monotonic
+    alignment search over each frame's likelihood under the token's mel prior mean (the ``mel_prior``
+    projection of the encoder output), whose Gaussian loss on the aligned frames is the alignment loss: no
+    separate aligner to train, and the encoder is taught each phoneme's sound from the first step."""
     aligner_dim: int = 80
+    """Width of the "rad" aligner's projections."""
     decoder_type: str = "conv"
     """"fft" (Transformer blocks, as in the paper) or "conv" (ConvNeXt blocks: faster on a CPU)."""
     mel_prior: bool = True
@@ -77,6 +85,8 @@ class FastSpeech2Config:
             **dict.fromkeys(("dropout", "predictor_dropout"), PROBABILITY),
             "dropout_ramp_steps": (lambda v: len(v) == 2 and 0 <= v[0] <= v[1], "[start, end] steps, 0 <= start <= end"),
             "decoder_type": (lambda v: v in ("fft", "conv"), "'fft' or 'conv'"),
+            "aligner": (lambda v: v == "rad" or (v == "gaussian" and self.mel_prior),
+                        "'rad', or 'gaussian' (which needs mel_prior: true)"),
             **dict.fromkeys(("bin_loss_start_step", "bin_loss_warmup_steps"), AT_LEAST_0),
             **dict.fromkeys(("prior_loss_weight", "duration_loss_weight", "pitch_loss_weight", "energy_loss_weight",
                              "align_loss_weight"), WEIGHT),
@@ -109,6 +119,7 @@ class FastSpeech2Output:
     attention_logprob: torch.Tensor  # (B, T, L)
     log_prior: torch.Tensor  # (B, T, L)
     mel_prior: torch.Tensor | None = None  # (B, M, T) when cfg.mel_prior
+    align_nll: torch.Tensor | None = None  # () the Gaussian alignment loss, when cfg.aligner == "gaussian"
 
 
 class FastSpeech2(nn.Module):
@@ -136,7 +147,7 @@ class FastSpeech2(nn.Module):
         self.postnet = nn.ModuleList(
             nn.Conv1d(n_mels if i == 0 else D, n_mels if i == cfg.postnet_layers - 1 else D, 5, padding=2)
             for i in range(cfg.postnet_layers))
-        self.aligner = AlignmentEncoder(n_mels, D, cfg.aligner_dim)
+        self.aligner = AlignmentEncoder(n_mels, D, cfg.aligner_dim) if cfg.aligner == "rad" else None
 
     def set_training_step(self, step: int) -> None:
         """Set every dropout rate for training step ``step`` (the ``dropout_ramp_steps`` schedule).
@@ -204,11 +215,10 @@ class FastSpeech2(nn.Module):
         """
         h, tmask, emb = self.encode(tokens, token_lens, speakers)
         T, L = mels.shape[2], tokens.shape[1]
-        log_prior = beta_binomial_log_prior(token_lens, mel_lens, L, T)
-        soft, logprob = self.aligner(mels, emb.transpose(1, 2), tmask, log_prior)
-        hard = hard_alignment(soft, token_lens, mel_lens)
-        durations = hard.sum(1).long()  # (B, L): frames per token; sums to mel_lens
         frame_mask = sequence_mask(mel_lens, T)
+        log_prior = beta_binomial_log_prior(token_lens, mel_lens, L, T)
+        soft, logprob, hard, align_nll = self._align(h, emb, tmask, mels, token_lens, mel_lens, frame_mask, log_prior)
+        durations = hard.sum(1).long()  # (B, L): frames per token; sums to mel_lens
         pitch_t = average_by_duration(pitch, voiced & frame_mask, durations)
         energy_t = average_by_duration(energy, frame_mask, durations)
         log_dur = self.duration_predictor(h, tmask)
@@ -218,7 +228,24 @@ class FastSpeech2(nn.Module):
         x, _ = regulate_length(hv, durations, T)
         mel, prior = self._decode_frames(x, frame_mask, speakers)
         return FastSpeech2Output(mel, log_dur, pitch_p, energy_p, durations, pitch_t, energy_t,
-                                 soft, hard, logprob, log_prior, prior)
+                                 soft, hard, logprob, log_prior, prior, align_nll)
+
+    def _align(self, h, emb, tmask, mels, token_lens, mel_lens, frame_mask, log_prior):
+        """-> (soft attention, attention log-probabilities, hard path: each (B, T, L); Gaussian loss or None)."""
+        if self.aligner is not None:  # "rad"
+            soft, logprob = self.aligner(mels, emb.transpose(1, 2), tmask, log_prior)
+            return soft, logprob, hard_alignment(soft, token_lens, mel_lens), None
+        means = self.mel_prior(h)  # (B, L, M): each token's mean frame
+        loglik = gaussian_log_likelihood(mels, means).masked_fill(~tmask[:, None, :], -1e4)
+        # the beta-binomial prior only steers the first steps, while the means are still noise: a frame's
+        # log-likelihood soon spans hundreds of nats, the prior a few
+        score = loglik + log_prior
+        hard = monotonic_path(score, token_lens, mel_lens)
+        aligned = torch.bmm(hard.to(means.dtype), means).transpose(1, 2)  # (B, M, T)
+        fmask = frame_mask[:, None, :].to(mels.dtype)
+        nll = 0.5 * ((mels - aligned) ** 2 * fmask).sum() / (fmask.sum() * mels.shape[1])
+        soft = torch.softmax(score, dim=-1).masked_fill(~tmask[:, None, :], 0.0)
+        return soft, torch.log_softmax(loglik, dim=-1), hard.to(mels.dtype), nll
 
     def loss(self, out: FastSpeech2Output, mels, mel_lens, token_lens, step: int) -> dict[str, torch.Tensor]:
         """All loss terms and their weighted total under key 'loss'."""
@@ -232,9 +259,12 @@ class FastSpeech2(nn.Module):
         dur_loss = (((out.log_duration - dur_target) ** 2) * tmask).sum() / n_tok
         pitch_loss = (((out.pitch - out.pitch_target) ** 2) * tmask).sum() / n_tok
         energy_loss = (((out.energy - out.energy_target) ** 2) * tmask).sum() / n_tok
-        align_loss = forward_sum_loss(out.attention_logprob, out.log_prior, token_lens, mel_lens)
-        ramp = min(max(step - cfg.bin_loss_start_step, 0) / max(cfg.bin_loss_warmup_steps, 1), 1.0)
-        b_loss = bin_loss(out.hard_attention, out.soft_attention) if ramp > 0 else mel_loss.new_zeros(())
+        if out.align_nll is not None:  # "gaussian": the means' loss on the searched path; nothing to binarize
+            align_loss, ramp, b_loss = out.align_nll, 0.0, mel_loss.new_zeros(())
+        else:
+            align_loss = forward_sum_loss(out.attention_logprob, out.log_prior, token_lens, mel_lens)
+            ramp = min(max(step - cfg.bin_loss_start_step, 0) / max(cfg.bin_loss_warmup_steps, 1), 1.0)
+            b_loss = bin_loss(out.hard_attention, out.soft_attention) if ramp > 0 else mel_loss.new_zeros(())
         prior_loss = ((torch.abs(out.mel_prior - mels) * fmask).sum() / n_frames if out.mel_prior is not None
                       else mel_loss.new_zeros(()))
         total = (mel_loss + cfg.prior_loss_weight * prior_loss + cfg.duration_loss_weight * dur_loss + cfg.pitch_loss_weight * pitch_loss
@@ -275,10 +305,11 @@ class FastSpeech2(nn.Module):
     @torch.no_grad()
     def align(self, tokens, token_lens, mels, mel_lens, speakers) -> torch.Tensor:
         """Hard durations (B, L) in frames from the aligner; each row sums to its mel length."""
-        _, tmask, emb = self.encode(tokens, token_lens, speakers)
+        h, tmask, emb = self.encode(tokens, token_lens, speakers)
         log_prior = beta_binomial_log_prior(token_lens, mel_lens, tokens.shape[1], mels.shape[2])
-        soft, _ = self.aligner(mels, emb.transpose(1, 2), tmask, log_prior)
-        return hard_alignment(soft, token_lens, mel_lens).sum(1).long()
+        hard = self._align(h, emb, tmask, mels, token_lens, mel_lens, sequence_mask(mel_lens, mels.shape[2]),
+                           log_prior)[2]
+        return hard.sum(1).long()
 
     def parameter_groups(self) -> dict[str, list[str]]:
         """Named module groups for freezing during fine-tuning."""
