@@ -197,10 +197,10 @@ def test_registered_name_wins_over_a_same_named_folder(store, tmp_path, monkeypa
 
 def test_card_gives_the_losses_at_the_checkpoint_of_a_run_that_trained_on(tmp_path):
     """A run continued past the registered checkpoint: the card must not pass the run's end off as the model's."""
-    from voicetrain.registry.card import _training_summary
+    from voicetrain.registry.card import training_summary
 
     (tmp_path / "result.json").write_text(json.dumps({"steps": 300, "wall_seconds": 90.0, "final_val_loss": 1.5}))
     (tmp_path / "metrics.csv").write_text("step,train/loss,val/loss\n100,3.0,\n100,,2.9\n200,2.5,2.4\n300,2.0,1.5\n")
-    s = _training_summary(tmp_path, 200)
+    s = training_summary(tmp_path, 200)
     assert (s["train_loss_at_checkpoint"], s["val_loss_at_checkpoint"]) == (2.5, 2.4)
     assert (s["steps"], s["final_val_loss"], s["last_metrics"]["step"]) == (300, 1.5, 300.0)

@@ -45,7 +45,7 @@ def dataset_fingerprint(dataset_dir: Path) -> dict[str, Any]:
     return out
 
 
-def _training_summary(run: Path, step: int | None = None) -> dict[str, Any]:
+def training_summary(run: Path, step: int | None = None) -> dict[str, Any]:
     """The run's totals (steps, wall time, final losses: the run as it stands, which may have trained on past
     the registered checkpoint) and the losses at the checkpoint's ``step``, from metrics.csv rows up to it."""
     out: dict[str, Any] = {"steps": None, "wall_seconds": None, "final_train_loss": None, "final_val_loss": None,
@@ -125,7 +125,7 @@ def build_card(*, name: str, version: str, run: Path | None, checkpoint: Path, s
                          "vocoder": voice.vocoder},
         "training": {"run": str(run) if run else None, "checkpoint": checkpoint.name, "checkpoint_step": step,
                      "optim": training.get("optim"), "train": training.get("train"),
-                     **(_training_summary(run, step) if run else {})},
+                     **(training_summary(run, step) if run else {})},
         "base_model": ft.get("init_from") or None,
         "frozen": list(ft.get("frozen") or []),
         "dataset": dataset,
