@@ -20,7 +20,8 @@
 
 Targets (issue 15): the paired Whisper CER difference to Griffin-Lim has a 95% upper bound <= +0.005;
 DNSMOS >= 2.9 and >= Griffin-Lim's + 0.8; speaker similarity >= Griffin-Lim's; one-thread RTF <= 0.01.
-``--vocoder builtin`` scores the vocoder shipped in the package. Corpus, datasets and the run live under --work
+``--vocoder builtin`` scores the vocoder shipped in the package; ``--baseline builtin`` scores it beside
+another run in the same process (same Griffin-Lim draw, same judges, same CPU), with paired differences. Corpus, datasets and the run live under --work
 (default /tmp/voicetrain-bench-vocoder); the run folder is recreated unless --vocoder is given.
 """
 
@@ -188,6 +189,9 @@ def main(argv=None) -> None:
     ap.add_argument("--workers", type=int, default=2, help="Corpus synthesis and prepare workers.")
     ap.add_argument("--work", default="/tmp/voicetrain-bench-vocoder")
     ap.add_argument("--run", default=None, help="Vocoder run folder (default WORK/vocoder-run).")
+    ap.add_argument("--baseline", default=None,
+                    help="Also score this vocoder (a run or 'builtin') in the same process, and give every scored "
+                         "checkpoint's paired differences to it: the shipping rule's 'beats the committed one'.")
     args = ap.parse_args(argv)
 
     from voicetrain.data.demo import HELD_OUT
@@ -251,8 +255,20 @@ def main(argv=None) -> None:
     real["minus_griffin_lim"] = {k: paired_difference(real["per_utterance"][k], gl_scores["per_utterance"][k])
                                  for k in real["per_utterance"]}
 
+    def load(name: str):
+        return load_builtin_vocoder() if name == BUILTIN else load_vocoder_checkpoint(Path(name), "last")
+
+    baseline = None
+    if args.baseline:
+        b = load(args.baseline)
+        baseline = {"vocoder": b.name, "path": str(b.path), "step": b.step,
+                    **score(ev, items, vocode_all(b.vocoder, items), sr, centroid, against=gl_scores)}
+
     def score_checkpoint(lv) -> dict:
         out = score(ev, items, vocode_all(lv.vocoder, items), sr, centroid, against=gl_scores)
+        if baseline is not None:
+            out["minus_baseline"] = {k: paired_difference(out["per_utterance"][k], baseline["per_utterance"][k])
+                                     for k in out["per_utterance"]}
         live = live_weights(lv) if args.score_live and lv.path.suffix == ".ckpt" else None
         if live is not None:
             out["live_weights"] = score(ev, items, vocode_all(live, items), sr, centroid, against=gl_scores)
@@ -273,7 +289,7 @@ def main(argv=None) -> None:
         "train_corpus": None if args.vocoder else f"demo-data --voices {args.corpus}, {args.utterances} per voice",
         "held_out": f"{HELD_OUT}: {len(items)} utterances, {sum(len(w) / s for _, _, w, s, _ in items):.1f} s",
         "rtf_1thread": rtf,
-        "real": real, "griffin_lim": gl_scores, "neural": neural, "curve": curve,
+        "real": real, "griffin_lim": gl_scores, "neural": neural, "baseline": baseline, "curve": curve,
         "targets": targets(neural, gl_scores, rtf["neural"], real),
         "data_prep_s": round(data_s, 1), "load_avg_before": round(load_before, 2),
         "load_avg_after": round(os.getloadavg()[0], 2),
