@@ -12,7 +12,7 @@
    recording, Griffin-Lim (32 iterations) and the neural vocoder resynthesize from the
    *real* cached mel; scored with the project's Evaluator: Whisper tiny.en CER (the judge) with
    pocketsphinx CER beside it, speaker similarity to the centroid of the real held-out recordings,
-   DNSMOS OVRL, and MCD-DTW against the recording. Every snapshot and the final checkpoint are scored
+   DNSMOS OVRL (P.808 beside it), and MCD-DTW against the recording. Every snapshot and the final checkpoint are scored
    (the curve), with paired differences to Griffin-Lim and their 95% bootstrap intervals; checkpoints of a run trained
    with a weight average are scored twice: the averaged generator (what synthesis uses) and the live one.
 4. Speed: one-thread RTF (seconds of compute per second of audio) of both vocoders in the same
@@ -106,13 +106,15 @@ def score(ev, items, wavs, sr: int, centroid, against_real: bool = True, against
     """
     from voicetrain.evaluation.metrics import cosine_similarity, error_rates, reference_distance
 
-    per = {"cer_whisper": [], "cer_pocketsphinx": [], "speaker_similarity": [], "dnsmos_ovrl": []}
+    per = {"cer_whisper": [], "cer_pocketsphinx": [], "speaker_similarity": [], "dnsmos_ovrl": [], "dnsmos_p808": []}
     mcd = []
     for (uid, text, real, real_sr, _), wav in zip(items, wavs):
         per["cer_whisper"].append(error_rates(text, ev.whisper.transcribe(wav, sr)).cer)
         per["cer_pocketsphinx"].append(error_rates(text, ev.pocketsphinx.transcribe(wav, sr)).cer)
         per["speaker_similarity"].append(cosine_similarity(ev.speaker_encoder.embed(wav, sr), centroid))
-        per["dnsmos_ovrl"].append(ev.dnsmos.score(wav, sr).ovrl)
+        mos = ev.dnsmos.score(wav, sr)
+        per["dnsmos_ovrl"].append(mos.ovrl)  # the bar's DNSMOS
+        per["dnsmos_p808"].append(mos.p808)  # beside it: the issue's own figures may have been on this scale
         if against_real:
             mcd.append(reference_distance(wav, sr, real, real_sr).mcd_db)
     out = {k: round(float(np.nanmean(v)), 4) for k, v in per.items()}
