@@ -73,7 +73,7 @@ def test_json_on_this_machine(tmp_path):
         bf16 = hardware.cpu_native_bf16()  # this CPU's flags decide the precision (test_hardware covers both)
         assert (rec["preset"], rec["precision"], rec["accelerator"]) == (
             "cpu", "bf16-mixed" if bf16 else "32-true", "cpu")
-        assert rec["batch"] == "as configured (16)" and rec["reason"].startswith("no CUDA device: CPU defaults")
+        assert rec["batch"] == "8 (the CPU's default)" and rec["reason"].startswith("no CUDA device: CPU defaults")
     for c in out["checks"]:
         assert set(c) == {"name", "status", "detail", "fix"} and c["status"] in ("ok", "warn", "error")
         assert c["status"] == "ok" or c["fix"], c  # every problem comes with its fix

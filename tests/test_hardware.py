@@ -31,6 +31,12 @@ def test_defaults_for_described_devices(device, preset, precision):
 def test_the_cpu_keeps_todays_defaults():
     d = choose_defaults(None)
     assert (d.accelerator, d.preset, d.precision, d.probe_batch) == ("cpu", "cpu", "32-true", False)
+    assert d.batch_size == 8 and "batch 8" in d.reason
+
+
+def test_a_gpu_leaves_the_batch_to_the_probe():
+    d = choose_defaults(DeviceInfo("NVIDIA A100-SXM4-40GB", (8, 0), 39.4))
+    assert d.batch_size is None and d.probe_batch
 
 
 def test_a_cpu_with_native_bf16_trains_in_bf16_mixed():

@@ -133,7 +133,7 @@ def train_cmd(
     preset: Optional[str] = typer.Option(None, "--preset", help="Model size preset: cpu, gpu, tiny (default: gpu with "
                                          "a CUDA device of 4 GB or more, else cpu; a resumed run keeps its own)."),
     config: Optional[Path] = typer.Option(None, "--config", help="RunConfig YAML (e.g. an earlier RUN/config.yaml)."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Per-step batch (default 16; on CUDA the "
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Per-step batch (default 8 on the CPU; on CUDA the "
                                              "largest that fits, probed up to 128). Out of memory halves it."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate after warm-up (default: the model's own, fastspeech2 3e-3, tacotron2 1e-3)."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps"),

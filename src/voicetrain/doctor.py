@@ -262,7 +262,7 @@ def _recommend(r: DoctorReport, torch) -> None:
     d = choose_defaults(device, cpu_bf16=device is None and cpu_native_bf16())
     r.recommended = {"preset": d.preset, "precision": d.precision, "accelerator": d.accelerator,
                      "batch": f"probed at the start of training (the largest that fits, up to {PROBE_CAP})"
-                     if d.probe_batch else "as configured (16)", "reason": d.reason}
+                     if d.probe_batch else f"{d.batch_size} (the CPU's default)", "reason": d.reason}
 
 
 def run_doctor(folder: str | os.PathLike = ".", text: TextConfig | None = None, measure_step: bool = True) -> DoctorReport:

@@ -58,9 +58,19 @@ class HardwareDefaults:
     preset: str
     precision: str
     probe_batch: bool
-    """Search the largest batch that fits (only on an accelerator; on the CPU the configured batch stays)."""
+    """Search the largest batch that fits (only on an accelerator)."""
     reason: str
     """One line for the estimate and ``doctor``."""
+    batch_size: int | None = None
+    """The batch for a run that left it open (None: as configured, or probed where ``probe_batch``)."""
+
+
+CPU_BATCH_SIZE = 8
+"""The CPU's batch when the user sets none. Against 16, from scratch on one thread in 32-true (bench/train_demo.py,
+BENCHMARKS.md, issue 21), paired Whisper CER on 20 held-out sentences: at 3 minutes -0.035 [-0.066, -0.004] and
+-0.043 [-0.078, -0.014] (flite rms, two commands), -0.082 [-0.137, -0.032] (flite awb); at 15 minutes -0.006
+[-0.035, +0.021] (rms) and +0.022 [-0.009, +0.056] (awb): no difference. Peak RSS 916-1014 MB instead of
+1157-1215, at 0.75-0.89x the samples per second (1.76x the steps). Fine-tuning keeps its own batch (16)."""
 
 
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
@@ -82,8 +92,8 @@ def cpu_native_bf16(cpuinfo: str | None = None) -> bool:
 
 
 def choose_defaults(device: DeviceInfo | None, cpu_bf16: bool = False) -> HardwareDefaults:
-    """The defaults for ``device`` (None: the CPU: ``cpu`` preset, batch as configured, and bf16-mixed where the CPU
-    has native bfloat16 (``cpu_bf16``, :func:`cpu_native_bf16`), else 32-bit).
+    """The defaults for ``device`` (None: the CPU: ``cpu`` preset, batch :data:`CPU_BATCH_SIZE`, and bf16-mixed where
+    the CPU has native bfloat16 (``cpu_bf16``, :func:`cpu_native_bf16`), else 32-bit).
 
     On the CPU, bf16-mixed (autocast: bf16 matmuls and convolutions, fp32 weights, optimizer and losses) made a
     FastSpeech 2 ``cpu``-preset step 1.35-1.47x faster on an AVX512-BF16 CPU (AMD Zen 5, bench/omp_wait.py,
@@ -97,8 +107,10 @@ def choose_defaults(device: DeviceInfo | None, cpu_bf16: bool = False) -> Hardwa
     if device is None:
         if cpu_bf16:
             return HardwareDefaults("cpu", "cpu", "bf16-mixed", False,
-                                    "no CUDA device: CPU defaults, bf16-mixed (this CPU has native bfloat16)")
-        return HardwareDefaults("cpu", "cpu", "32-true", False, "no CUDA device: CPU defaults")
+                                    f"no CUDA device: CPU defaults (batch {CPU_BATCH_SIZE}), bf16-mixed (this CPU has "
+                                    "native bfloat16)", CPU_BATCH_SIZE)
+        return HardwareDefaults("cpu", "cpu", "32-true", False, f"no CUDA device: CPU defaults (batch {CPU_BATCH_SIZE})",
+                                CPU_BATCH_SIZE)
     if device.native_bf16:
         precision, why = "bf16-mixed", "native bfloat16"
     elif device.capability >= (7, 0):

@@ -66,14 +66,23 @@ def test_single_process(monkeypatch):
     assert not _single_process(TrainConfig(devices="1"))
 
 
-def test_the_cpu_or_a_cpu_accelerator_keeps_todays_defaults(monkeypatch, tmp_path):
+def _with_batch(cfg: RunConfig, batch_size: int) -> RunConfig:
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, batch_size=batch_size))
+
+
+def test_the_cpu_or_a_cpu_accelerator_takes_the_cpu_defaults(monkeypatch, tmp_path):
     monkeypatch.setattr(hardware, "describe_cuda_device", lambda i=0: None)
     monkeypatch.setattr(hardware, "cpu_native_bf16", lambda cpuinfo=None: False)
     cfg, probe = _fill_open_settings(RunConfig(), ALL, tmp_path, ResumePoint(), _quiet())
-    assert cfg == RunConfig() and probe is False
+    assert cfg == _with_batch(RunConfig(), hardware.CPU_BATCH_SIZE) and probe is False
+    assert hardware.CPU_BATCH_SIZE == 8 != RunConfig().train.batch_size
+    # a batch the user gave is not open: it stays
+    cfg, _ = _fill_open_settings(RunConfig(), ALL - {"train.batch_size"}, tmp_path, ResumePoint(), _quiet())
+    assert cfg == RunConfig()
     monkeypatch.setattr(hardware, "describe_cuda_device", lambda i=0: DeviceInfo("NVIDIA A100", (8, 0), 40.0))
     cpu = dataclasses.replace(RunConfig(), train=tiny_cfg(accelerator="cpu", batch_size=16).train)
-    assert _fill_open_settings(cpu, ALL, tmp_path, ResumePoint(), _quiet()) == (cpu, False)  # the GPU is not asked
+    # the GPU is not asked: CPU defaults, no probe
+    assert _fill_open_settings(cpu, ALL, tmp_path, ResumePoint(), _quiet()) == (_with_batch(cpu, 8), False)
     assert _fill_open_settings(RunConfig(), frozenset(), tmp_path, ResumePoint(), _quiet()) == (RunConfig(), False)
 
 
@@ -81,7 +90,7 @@ def test_a_cpu_with_native_bf16_trains_in_bf16_mixed(monkeypatch, tmp_path):
     monkeypatch.setattr(hardware, "describe_cuda_device", lambda i=0: None)
     monkeypatch.setattr(hardware, "cpu_native_bf16", lambda cpuinfo=None: True)
     cfg, probe = _fill_open_settings(RunConfig(), ALL, tmp_path, ResumePoint(), _quiet())
-    assert (cfg.preset, cfg.train.precision, cfg.train.batch_size, probe) == ("cpu", "bf16-mixed", 16, False)
+    assert (cfg.preset, cfg.train.precision, cfg.train.batch_size, probe) == ("cpu", "bf16-mixed", 8, False)
     # a precision the user set is not open: it stays
     cfg, _ = _fill_open_settings(RunConfig(), ALL - {"train.precision"}, tmp_path, ResumePoint(), _quiet())
     assert cfg.train.precision == "32-true"

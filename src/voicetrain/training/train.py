@@ -257,7 +257,8 @@ def _fill_open_settings(cfg: RunConfig, auto: frozenset[str], run_dir: Path, rp,
         return with_overrides(cfg, kept), False
     device = describe_cuda_device(0) if cfg.train.accelerator in ("auto", "gpu", "cuda") else None
     d = choose_defaults(device, cpu_bf16=device is None and cfg.train.accelerator in ("auto", "cpu") and cpu_native_bf16())
-    picks = [(k, v) for k, v in (("preset", d.preset), ("train.precision", d.precision)) if k in auto]
+    picks = [(k, v) for k, v in (("preset", d.preset), ("train.precision", d.precision),
+                                 ("train.batch_size", d.batch_size)) if k in auto and v is not None]
     probe = d.probe_batch and "train.batch_size" in auto
     note = "; the batch is probed" if probe else ""
     if probe and not _single_process(cfg.train):
