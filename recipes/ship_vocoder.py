@@ -9,7 +9,10 @@ model card: data, steps, CPU time, and the figures of `bench/vocoder.py --vocode
 whose JSON line --bench names. Commit the result only when it beats the committed weights on that
 bench (BENCHMARKS.md keeps the history). A run trained `--from builtin` continues the shipped vocoder:
 the card and vocoder.json (facts.continued_from) keep the earlier stages, and --corpus says how this
-stage's dataset was made.
+stage's dataset was made. A run trained `--from RUN2` where RUN2 continued the shipped vocoder ships as
+two stages (each run on the chain back to `builtin` is one; --corpus describes them all). Where the bench
+JSON scored the shipped weights beside the run (`bench/vocoder.py --baseline builtin`), the card's "against
+the previously shipped weights" comes from that same process.
 """
 
 from __future__ import annotations
@@ -35,9 +38,9 @@ def card(facts: dict) -> str:
     vs_previous = ("Against the previously shipped weights (paired, the same utterances), mean [95% bootstrap interval]: "
                    + ", ".join(f"{k} {v['mean']:+.4f} {v['ci95']}" for k, v in prev.items()) + ".\n\n") if prev else ""
     stage_lines = "\n".join(
-        f"{i}. `voicetrain train-vocoder{' --from builtin' if i > 1 else ''}` on {st['corpus']}: {st['n_voices']} voices, "
+        f"{i}. `voicetrain train-vocoder`{f' --from stage {i - 1}' if i > 1 else ''} on {st['corpus']}: {st['n_voices']} voices, "
         f"{st['train_utterances']} training utterances; {st['steps']} steps ({st['gan_start_step']} "
-        f"reconstruction-only, then GAN), {st['train_minutes']:.0f} minutes on {st['machine']}."
+        f"reconstruction-only, then GAN){_loss_note(st)}, {st['train_minutes']:.0f} minutes on {st['machine']}."
         for i, st in enumerate(stages, 1))
     return f"""# voicetrain built-in vocoder (`--vocoder builtin`)
 
@@ -70,6 +73,17 @@ Continue training it: `voicetrain train-vocoder DATASET --out RUN --from builtin
 """
 
 
+def _loss_note(stage: dict) -> str:
+    """The stage's loss weights where they differ from the defaults (stages before this field say nothing)."""
+    from voicetrain.vocoder_config import VocoderLossConfig
+
+    loss, default = stage.get("loss") or {}, VocoderLossConfig()
+    changed = [f"{k} {v:g}" for k, v in loss.items() if isinstance(v, (int, float)) and k != "gan_start_step"
+               and getattr(default, k, v) != v]
+    return f" with {', '.join(changed)} (default {', '.join(f'{getattr(default, c.split()[0]):g}' for c in changed)})" \
+        if changed else ""
+
+
 def _vs_previous(new: dict, old: dict) -> dict:
     """Paired differences (this vocoder - the shipped one) over the same held-out utterances: both benches keep
     their per-utterance figures, and vocoding and the judges are deterministic, so the old run's figures stand."""
@@ -92,6 +106,31 @@ def _metrics_wall_seconds(run: Path) -> float:
         return max((float(r["wall_s"]) for r in csv.DictReader(f) if r.get("wall_s")), default=0.0)
 
 
+def _stage_facts(run: Path, corpus: str) -> dict:
+    """What the card says of one training run: its data, steps, minutes and threads (from its last checkpoint's
+    run config, result.json or metrics.csv, and its dataset)."""
+    import os
+    import platform
+
+    from voicetrain.data.manifest import PreparedDataset
+    from voicetrain.inference.checkpoint import find_checkpoint, load_checkpoint_safe
+
+    ckpt = load_checkpoint_safe(find_checkpoint(run, "last"))
+    run_cfg = ckpt["voicetrain"]["vocoder_run_config"]
+    result = json.loads((run / "result.json").read_text()) if (run / "result.json").exists() else {}
+    ds = PreparedDataset.open(run_cfg["dataset"])
+    return {
+        "vocoder_run_config": run_cfg, "corpus": corpus, "n_voices": len({u.speaker for u in ds.manifest("train")}),
+        "train_utterances": len(ds.manifest("train")),
+        "steps": int(ckpt.get("global_step") or ckpt["voicetrain"].get("step") or 0),
+        "gan_start_step": run_cfg["loss"]["gan_start_step"], "loss": run_cfg["loss"],
+        "train_minutes": (result.get("wall_seconds") or _metrics_wall_seconds(run)) / 60,
+        # the threads the run trained on (config.yaml), not the machine's cores: a 1-thread run on 2 cores is not 2x
+        "machine": f"{run_cfg['train']['threads'] or 'all'} torch thread(s) on a {os.cpu_count()}-core "
+                   f"{platform.machine()} machine",
+    }
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("run")
@@ -101,11 +140,8 @@ def main(argv=None) -> int:
                     help="How the run's dataset was made, for the card (its voices are counted from the dataset).")
     args = ap.parse_args(argv)
 
-    import platform
-
-    from voicetrain.data.manifest import PreparedDataset
     from voicetrain.inference.checkpoint import find_checkpoint, load_checkpoint_safe
-    from voicetrain.inference.vocoder import load_vocoder_checkpoint, write_pretrained_vocoder
+    from voicetrain.inference.vocoder import BUILTIN, load_vocoder_checkpoint, write_pretrained_vocoder
 
     run = Path(args.run)
     bench = json.loads(Path(args.bench).read_text().strip().splitlines()[-1])
@@ -113,23 +149,17 @@ def main(argv=None) -> int:
     ckpt = load_checkpoint_safe(find_checkpoint(run, "last"))
     live = ckpt.get("current_model_state") or ckpt["state_dict"]
     disc = {k: v for k, v in live.items() if k.startswith(("mpd.", "mrd."))}
-    meta = ckpt["voicetrain"]
-    run_cfg = meta["vocoder_run_config"]
-    result = json.loads((run / "result.json").read_text()) if (run / "result.json").exists() else {}
-    ds = PreparedDataset.open(run_cfg["dataset"])
-    facts = {
-        "vocoder_run_config": run_cfg, "model_config": loaded.model_config,
-        "generator_parameters": sum(p.numel() for p in loaded.vocoder.parameters()),
-        "corpus": args.corpus, "n_voices": len({u.speaker for u in ds.manifest("train")}),
-        "train_utterances": len(ds.manifest("train")),
-        "steps": loaded.step, "gan_start_step": run_cfg["loss"]["gan_start_step"],
-        "train_minutes": (result.get("wall_seconds") or _metrics_wall_seconds(run)) / 60,
-        # the threads the run trained on (config.yaml), not the machine's cores: a 1-thread run on 2 cores is not 2x
-        "machine": (f"{run_cfg['train']['threads'] or 'all'} torch thread(s) on a {__import__('os').cpu_count()}-core "
-                    f"{platform.machine()} machine"),
-        "source_checkpoint": f"{run.name}/checkpoints/{loaded.path.name}", "bench": bench,
-    }
-    if run_cfg.get("init_from") == "builtin":
+    facts = {**_stage_facts(run, args.corpus), "model_config": loaded.model_config,
+             "generator_parameters": sum(p.numel() for p in loaded.vocoder.parameters()),
+             "source_checkpoint": f"{run.name}/checkpoints/{loaded.path.name}", "bench": bench}
+    # Earlier runs this one continued (--from RUN), back to the shipped vocoder ("builtin"): each is a stage.
+    chain, init = [], facts["vocoder_run_config"].get("init_from")
+    while init and init != BUILTIN:
+        p = Path(init)  # a run folder, or one of its checkpoints (RUN/checkpoints/NAME.ckpt)
+        st = _stage_facts(p.parent.parent if p.suffix == ".ckpt" else p, args.corpus)
+        chain.insert(0, {k: v for k, v in st.items() if k != "vocoder_run_config"})
+        init = st["vocoder_run_config"].get("init_from")
+    if init == BUILTIN:
         # a continuation of the shipped vocoder: its stages stay on the card
         shipped = json.loads((Path(args.out) / "vocoder.json").read_text())["facts"]
         earlier = {k: v for k, v in shipped.items() if k not in ("bench", "continued_from", "vocoder_run_config")}
@@ -138,11 +168,16 @@ def main(argv=None) -> int:
             earlier["machine"] = f"{threads} torch thread(s) on a 2-core x86_64 machine"
         earlier.setdefault("corpus", f"`demo-data --voices {shipped.get('corpus_preset', 'universal')} --utterances "
                                      f"{shipped.get('utterances_per_voice', 100)}`")
-        facts["continued_from"] = [*shipped.get("continued_from", []), earlier]
-        facts["vs_previous"] = _vs_previous(bench["neural"], shipped["bench"]["neural"])
-    elif run_cfg.get("init_from"):
-        sys.exit(f"{run} started from {run_cfg['init_from']}, not from the shipped vocoder: its card would lack "
-                 "that stage (nothing was written)")
+        facts["continued_from"] = [*shipped.get("continued_from", []), earlier, *chain]
+        baseline = bench.get("baseline") or {}
+        if baseline.get("path") and Path(baseline["path"]).resolve() == (Path(args.out) / "vocoder.safetensors").resolve():
+            # the bench scored the shipped weights in the same process: same Griffin-Lim draw, judges and CPU
+            facts["vs_previous"] = bench["neural"]["minus_baseline"]
+        else:
+            facts["vs_previous"] = _vs_previous(bench["neural"], shipped["bench"]["neural"])
+    elif chain or facts["vocoder_run_config"].get("init_from"):
+        sys.exit(f"{run} does not continue the shipped vocoder (its --from chain ends elsewhere): its card would "
+                 "lack those stages (nothing was written)")
     folder = write_pretrained_vocoder(loaded, args.out, card(facts), facts, discriminators=disc)
     size = sum(p.stat().st_size for p in folder.iterdir())
     print(json.dumps({"out": str(folder), "bytes": size, "step": loaded.step}))
