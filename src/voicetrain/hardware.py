@@ -70,7 +70,8 @@ CPU_BATCH_SIZE = 8
 BENCHMARKS.md, issue 21), paired Whisper CER on 20 held-out sentences: at 3 minutes -0.035 [-0.066, -0.004] and
 -0.043 [-0.078, -0.014] (flite rms, two commands), -0.082 [-0.137, -0.032] (flite awb); at 15 minutes -0.006
 [-0.035, +0.021] (rms) and +0.022 [-0.009, +0.056] (awb): no difference. Peak RSS 916-1014 MB instead of
-1157-1215, at 0.75-0.89x the samples per second (1.76x the steps). Fine-tuning keeps its own batch (16)."""
+1157-1215, at 0.75-0.89x the samples per second (1.76x the steps). On two threads (rms, 3 minutes): -0.080
+[-0.136, -0.026] at 1 minute, -0.004 [-0.031, +0.023] at 3, 914 against 1125 MB. Fine-tuning keeps its own batch (16)."""
 
 
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
