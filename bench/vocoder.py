@@ -240,7 +240,10 @@ def main(argv=None) -> None:
                       "stopped_because": r.stopped_because}
 
     audio_cfg, items = held_out_items(held_ds, args.held_out)
-    final = load_builtin_vocoder() if str(run) == BUILTIN else load_vocoder_checkpoint(run, "last")
+    def load(name: str):
+        return load_builtin_vocoder() if name == BUILTIN else load_vocoder_checkpoint(Path(name), "last")
+
+    final = load(str(run))
     gl = GriffinLim(audio_cfg, n_iter=32)
     sr = audio_cfg.sample_rate
     rtf = {"neural": round(one_thread_rtf(final.vocoder, items, args.timing_repeats), 5),
@@ -250,15 +253,11 @@ def main(argv=None) -> None:
 
     ev = Evaluator(asr="both", torch_threads=1)
     centroid = mean_embedding([ev.speaker_encoder.embed(wav, s) for _, _, wav, s, _ in items])
-    real_wavs = [wav for _, _, wav, _, _ in items]
-    real = score(ev, items, real_wavs, sr, centroid, against_real=False)
+    real = score(ev, items, [wav for _, _, wav, _, _ in items], sr, centroid, against_real=False)
     gl_scores = score(ev, items, vocode_all(gl, items), sr, centroid)
     # The recordings against the same Griffin-Lim draw: the best any vocoder could do on this bar.
     real["minus_griffin_lim"] = {k: paired_difference(real["per_utterance"][k], gl_scores["per_utterance"][k])
                                  for k in real["per_utterance"]}
-
-    def load(name: str):
-        return load_builtin_vocoder() if name == BUILTIN else load_vocoder_checkpoint(Path(name), "last")
 
     baseline = None
     if args.baseline:

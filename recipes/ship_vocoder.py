@@ -111,16 +111,16 @@ def _metrics_wall_seconds(run: Path) -> float:
         return max((float(r["wall_s"]) for r in csv.DictReader(f) if r.get("wall_s")), default=0.0)
 
 
-def _stage_facts(run: Path, corpus: str) -> dict:
+def _stage_facts(run: Path, corpus: str, ckpt: dict | None = None) -> dict:
     """What the card says of one training run: its data, steps, minutes and threads (from its last checkpoint's
-    run config, result.json or metrics.csv, and its dataset)."""
+    run config, ``ckpt`` where the caller has loaded it already, result.json or metrics.csv, and its dataset)."""
     import os
     import platform
 
     from voicetrain.data.manifest import PreparedDataset
     from voicetrain.inference.checkpoint import find_checkpoint, load_checkpoint_safe
 
-    ckpt = load_checkpoint_safe(find_checkpoint(run, "last"))
+    ckpt = ckpt if ckpt is not None else load_checkpoint_safe(find_checkpoint(run, "last"))
     run_cfg = ckpt["voicetrain"]["vocoder_run_config"]
     result = json.loads((run / "result.json").read_text()) if (run / "result.json").exists() else {}
     ds = PreparedDataset.open(run_cfg["dataset"])
@@ -154,7 +154,7 @@ def main(argv=None) -> int:
     ckpt = load_checkpoint_safe(find_checkpoint(run, "last"))
     live = ckpt.get("current_model_state") or ckpt["state_dict"]
     disc = {k: v for k, v in live.items() if k.startswith(("mpd.", "mrd."))}
-    facts = {**_stage_facts(run, args.corpus), "model_config": loaded.model_config,
+    facts = {**_stage_facts(run, args.corpus, ckpt), "model_config": loaded.model_config,
              "generator_parameters": sum(p.numel() for p in loaded.vocoder.parameters()),
              "source_checkpoint": f"{run.name}/checkpoints/{loaded.path.name}", "bench": bench}
     # Earlier runs this one continued (--from RUN), back to the shipped vocoder ("builtin"): each is a stage.
