@@ -83,10 +83,12 @@ def _loss_note(stage: dict) -> str:
     from voicetrain.vocoder_config import VocoderLossConfig
 
     loss, default = stage.get("loss") or {}, VocoderLossConfig()
-    changed = [f"{k} {v:g}" for k, v in loss.items() if isinstance(v, (int, float)) and k != "gan_start_step"
-               and getattr(default, k, v) != v]
-    return f" with {', '.join(changed)} (default {', '.join(f'{getattr(default, c.split()[0]):g}' for c in changed)})" \
-        if changed else ""
+    changed = {k: v for k, v in loss.items() if isinstance(v, (int, float)) and k != "gan_start_step"
+               and getattr(default, k, v) != v}
+    if not changed:
+        return ""
+    return (f" with {', '.join(f'{k} {v:g}' for k, v in changed.items())} "
+            f"(default {', '.join(f'{getattr(default, k):g}' for k in changed)})")
 
 
 def _vs_previous(new: dict, old: dict) -> dict:
