@@ -178,7 +178,10 @@ def main(args) -> None:
 
     if args.peer != "piper":
         raise SystemExit(f"--peer {args.peer!r}: only 'piper' is supported")
-    args.batch_size = args.batch_size or 16  # both systems train with the same batch: voicetrain's default
+    from voicetrain.hardware import CPU_BATCH_SIZE
+
+    # both systems train with the same batch: voicetrain's CPU default unless --batch-size says otherwise
+    args.batch_size = args.batch_size or CPU_BATCH_SIZE
     work = Path(args.work)
     ds = train_demo.ensure_dataset(work, args.utterances, args.voice)
     marks = [float(m) for m in args.marks.split(",") if float(m) <= args.minutes]
