@@ -48,6 +48,36 @@ def test_whisper_transcribes_a_flite_clip_offline(flite_clip, evaluator, monkeyp
     assert evaluator.whisper.transcribe(np.zeros(16000, np.float32), 16000) == ""  # silence says nothing
 
 
+def test_whisper_reads_with_one_blas_thread_whatever_the_environment(flite_clip, evaluator, monkeypatch):
+    # numpy's BLAS computes Whisper's features; with 2 threads instead of 1 the same recordings read differently
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    whisper = evaluator.whisper
+    seen: list[list[int]] = []
+    real_transcribe = whisper._model.transcribe
+
+    def blas_threads() -> list[int]:
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    def spy(*args, **kwargs):
+        seen.append(blas_threads())
+        segments, info = real_transcribe(*args, **kwargs)
+
+        def lazily():  # faster-whisper decodes while the segments are iterated
+            for seg in segments:
+                seen.append(blas_threads())
+                yield seg
+        return lazily(), info
+
+    monkeypatch.setattr(whisper._model, "transcribe", spy)
+    audio, sr = sf.read(flite_clip, dtype="float32")
+    with threadpool_limits(2, user_api="blas"):  # as an unset OMP_NUM_THREADS leaves it on a 2-core machine
+        hyp = whisper.transcribe(audio, sr)
+        assert all(n == 2 for n in blas_threads())  # restored after the reading
+    assert hyp and len(seen) >= 2 and blas_threads()  # a BLAS is loaded, and both phases were seen
+    assert all(n == 1 for phase in seen for n in phase), seen
+
+
 def test_evaluate_utterance_carries_both_recognizers(flite_clip, evaluator):
     from voicetrain.evaluation.evaluate_audio import evaluate_utterance
 
