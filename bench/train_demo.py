@@ -157,32 +157,25 @@ def train_one(args, ds: Path, run: Path, marks: list[float], sets: list[str]) ->
     whole = time.time() - t0
     if proc.returncode != 0:
         raise SystemExit(f"training failed ({' '.join(cmd)}):\n{proc.stdout[-3000:]}")
-    res = json.loads((run / "result.json").read_text())
-    import yaml
-
-    saved = yaml.safe_load((run / "config.yaml").read_text())  # what the run used (a variant may set it)
-    batch = int(saved["train"]["batch_size"])
-    est = res.get("estimate") or {}
-    return {"batch_size": batch, "steps": res["steps"], "train_wall_s": round(res["wall_seconds"], 1), "process_wall_s": round(whole, 1),
-            "samples_per_s": round(res["samples_per_second"], 2),
-            "samples_per_s_whole_run": round(res["steps"] * batch / whole, 2),
-            "peak_rss_mb": round(res["peak_rss_mb"], 1), "threads": est.get("threads"),
-            "precision": saved["train"]["precision"], "estimate_s_per_step": est.get("measured"),
-            "run_mb": dir_mb(run), "checkpoints_mb": dir_mb(run / "checkpoints"),
+    fig = run_figures(run)
+    return {**fig, "process_wall_s": round(whole, 1),
+            "samples_per_s_whole_run": round(fig["steps"] * fig["batch_size"] / whole, 2),
             "load_avg_before": round(load_before, 2), "load_avg_after_train": round(load_avg(), 2)}
 
 
-def rescored_figures(run: Path) -> dict:
-    """The speed, memory and size figures an earlier training of ``run`` left in its folder."""
+def run_figures(run: Path) -> dict:
+    """The speed, memory and size figures a training left in its run folder. The whole process's samples/s is
+    known only to the command that ran it (``train_one``): None here."""
     import yaml
 
     res = json.loads((run / "result.json").read_text())
-    saved = yaml.safe_load((run / "config.yaml").read_text())
-    batch = int(saved["train"]["batch_size"])
-    # the whole process's wall time was only known to the command that trained it
-    return {"batch_size": batch, "steps": res["steps"], "train_wall_s": round(res["wall_seconds"], 1),
-            "samples_per_s": round(res["samples_per_second"], 2), "samples_per_s_whole_run": None,
-            "peak_rss_mb": round(res["peak_rss_mb"], 1), "precision": saved["train"]["precision"],
+    saved = yaml.safe_load((run / "config.yaml").read_text())  # what the run used (a variant may set it)
+    est = res.get("estimate") or {}
+    return {"batch_size": int(saved["train"]["batch_size"]), "steps": res["steps"],
+            "train_wall_s": round(res["wall_seconds"], 1), "samples_per_s": round(res["samples_per_second"], 2),
+            "samples_per_s_whole_run": None, "peak_rss_mb": round(res["peak_rss_mb"], 1),
+            "threads": est.get("threads"), "precision": saved["train"]["precision"],
+            "estimate_s_per_step": est.get("measured"),
             "run_mb": dir_mb(run), "checkpoints_mb": dir_mb(run / "checkpoints")}
 
 
@@ -216,16 +209,15 @@ def score_run(ev, run: Path, sentences, centroid, real: dict, vocoder: str = "gr
     return curve, {"per_mark": per_mark, "params": params}
 
 
-def targets(line: dict, real: dict, gl_sim: float, copy_cer: float | None = None) -> dict[str, bool | None]:
-    """Issue 21's targets for one run. With ``copy_cer`` (the vocoder's copy of the real mels), also whether that
-    copy itself meets the CER bars: a voice spoken through this vocoder can at best reproduce the real mels, so
-    where the copy misses a bar the bar measures the vocoder, not the training."""
+def targets(line: dict, gl_sim: float, copy_ratio: float | None = None) -> dict[str, bool | None]:
+    """Issue 21's targets for one run. With ``copy_ratio`` (the Whisper CER of the vocoder's copy of the real mels
+    over the real recordings'), also whether that copy itself meets the CER bars: a voice spoken through this
+    vocoder can at best reproduce the real mels, so where the copy misses a bar the bar measures the vocoder."""
     at = {c["minutes"]: c for c in line["curve"]}
     ceiling = {}
-    if copy_cer is not None:
-        ratio = copy_cer / max(real["cer_whisper"], 1e-6)
-        ceiling = {"copy_of_real_within_1.2x_real": ratio <= TARGETS["cer_ratio_at_3min"],
-                   "copy_of_real_within_1.05x_real": ratio <= TARGETS["cer_ratio_at_15min"]}
+    if copy_ratio is not None:
+        ceiling = {"copy_of_real_within_1.2x_real": copy_ratio <= TARGETS["cer_ratio_at_3min"],
+                   "copy_of_real_within_1.05x_real": copy_ratio <= TARGETS["cer_ratio_at_15min"]}
     return {**ceiling,
         "cer_at_3min_le_1.2x_real": at[3]["cer_whisper_ratio_to_real"] <= TARGETS["cer_ratio_at_3min"] if 3 in at else None,
         "cer_at_15min_le_1.05x_real": at[15]["cer_whisper_ratio_to_real"] <= TARGETS["cer_ratio_at_15min"] if 15 in at else None,
@@ -328,7 +320,7 @@ def main(argv=None) -> None:
             if not snapshots(run):
                 raise SystemExit(f"--rescore: {run} has no time snapshots (checkpoints/time=*min-step=*.ckpt); "
                                  f"train it first without --rescore")
-            fig = rescored_figures(run)
+            fig = run_figures(run)
         else:
             fig = train_one(args, ds, run, marks, base_sets + sets)
         trained.append((name, sets, run, fig))
@@ -356,7 +348,7 @@ def main(argv=None) -> None:
                 "held_out": f"{len(sentences)} Harvard sentences", "utterances": args.utterances,
                 "machine": f"{os.cpu_count()} cpu", "run": str(run)}
         # the similarity target is against Griffin-Lim's copy: with another vocoder, that vocoder's copy
-        line["targets"] = targets(line, real, copy_of_real["speaker_similarity"], copy_of_real["cer_whisper"])
+        line["targets"] = targets(line, copy_of_real["speaker_similarity"], line["copy_of_real_cer_whisper_ratio_to_real"])
         print(json.dumps(line), flush=True)
         lines.append(line)
         pers.append(extra["per_mark"])

@@ -52,13 +52,12 @@ def _line(cer_3: float, cer_15: float) -> dict:
 
 
 def test_targets_say_whether_the_vocoders_copy_of_the_real_mels_meets_the_bars():
-    real = {"cer_whisper": 0.02}
-    t = train_demo.targets(_line(1.1, 1.5), real, gl_sim=0.855, copy_cer=0.023)  # copy at 1.15x real
+    t = train_demo.targets(_line(1.1, 1.5), gl_sim=0.855, copy_ratio=1.15)
     assert t["copy_of_real_within_1.2x_real"] is True
     assert t["copy_of_real_within_1.05x_real"] is False
     assert t["cer_at_3min_le_1.2x_real"] is True and t["cer_at_15min_le_1.05x_real"] is False
     assert t["samples_per_s_ge_60"] is None  # a rescored run does not know its whole process's time
-    assert "copy_of_real_within_1.2x_real" not in train_demo.targets(_line(1.1, 1.5), real, gl_sim=0.855)
+    assert "copy_of_real_within_1.2x_real" not in train_demo.targets(_line(1.1, 1.5), gl_sim=0.855)
 
 
 def test_snapshots_are_read_from_their_file_names(tmp_path):
