@@ -157,6 +157,22 @@ def final_checkpoint(ckpt_dir: Path):
     return _final_checkpoint_class()(ckpt_dir)
 
 
+def progress_bar():
+    """Lightning's rich progress bar, without its "Epoch 3/-2": a run capped by steps or minutes has no epoch cap
+    (max_epochs -1), and Lightning 2.6 prints max_epochs - 1 regardless."""
+    from lightning.pytorch.callbacks import RichProgressBar
+
+    class RunProgressBar(RichProgressBar):
+        def _get_train_description(self, current_epoch: int) -> str:
+            text = super()._get_train_description(current_epoch)
+            if self.trainer.max_epochs is not None and self.trainer.max_epochs < 0:
+                # padded as Lightning pads it: as wide as "Validation", so the bar does not jump
+                text = f"{text.replace(f'/{self.trainer.max_epochs - 1}', '', 1).rstrip():{len(self.validation_description)}}"
+            return text
+
+    return RunProgressBar()
+
+
 class ResumableModule:
     """Checkpoint hooks shared by the Lightning modules (mixed in before ``L.LightningModule``).
 
@@ -216,7 +232,7 @@ def fit(lit, train_loader, val_loader, run_dir: Path, t, callbacks: list, resume
             accelerator=t.accelerator, devices=t.devices, precision=t.precision,
             val_check_interval=min(t.val_every_steps, max(t.max_steps, 1)), check_val_every_n_epoch=None,
             num_sanity_val_steps=0, log_every_n_steps=t.log_every_steps,
-            callbacks=[*callbacks, final_checkpoint(Path(run_dir) / "checkpoints"), *faults],
+            callbacks=[*callbacks, final_checkpoint(Path(run_dir) / "checkpoints"), progress_bar(), *faults],
             logger=TensorBoardLogger(str(run_dir), name="tb", version="", default_hp_metric=False),
             plugins=[AtomicCheckpointIO()], enable_model_summary=False, benchmark=False, enable_progress_bar=True,
             # under DDP Lightning would swap the batch sampler's sampler for a DistributedSampler (which breaks a
